@@ -1,0 +1,20 @@
+"""Diagnostics: one module per family, each a set of functions registered by name."""
+
+from grokwidgets.diagnostics import basic, phases
+from grokwidgets.diagnostics.registry import (
+    Diagnostic,
+    MetricInfo,
+    available,
+    register,
+    register_group,
+)
+
+__all__ = [
+    "Diagnostic",
+    "MetricInfo",
+    "available",
+    "basic",
+    "phases",
+    "register",
+    "register_group",
+]

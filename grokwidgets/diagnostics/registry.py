@@ -1,0 +1,132 @@
+"""The registry of diagnostics: name -> function(Probe) -> values per layer and metric.
+
+A diagnostic is a function that takes a :class:`~grokwidgets.monitor.probe.Probe` and returns
+a mapping ``metric -> value`` (a whole-model value, layer ``"model"``) or
+``metric -> {layer: value}``; array variables declared with ``arrays=`` map
+``variable -> {layer: 1-D array}``. Every metric it may return is declared with its
+description, unit and source, so the stored Dataset can label itself.
+
+Users add their own::
+
+    @gw.diagnostics.register("my_margin", metrics=[MetricInfo("margin", "logit margin")])
+    def my_margin(probe):
+        out = probe.outputs("test")
+        ...
+        return {"margin": value}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from grokwidgets.monitor.probe import Probe
+
+Values = Mapping[str, Any]
+DiagnosticFn = Callable[["Probe"], Values]
+SetupFn = Callable[["Probe"], None]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric means: stored with the data so plots label themselves."""
+
+    name: str
+    description: str
+    unit: str = ""
+    source: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The description/unit/source triple as stored in the Dataset."""
+        return {"description": self.description, "unit": self.unit, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A registered diagnostic."""
+
+    name: str
+    fn: DiagnosticFn
+    metrics: tuple[MetricInfo, ...]
+    arrays: Mapping[str, str] = field(default_factory=dict)  # variable -> its extra dim
+    setup: SetupFn | None = None  # run once per run to keep state (e.g. initial weights)
+
+
+_REGISTRY: dict[str, Diagnostic] = {}
+_GROUPS: dict[str, tuple[str, ...]] = {}
+
+
+def register(
+    name: str,
+    *,
+    metrics: Iterable[MetricInfo],
+    arrays: Mapping[str, str] | None = None,
+    setup: SetupFn | None = None,
+    replace: bool = False,
+) -> Callable[[DiagnosticFn], DiagnosticFn]:
+    """Register a diagnostic function under ``name`` (a decorator).
+
+    Parameters
+    ----------
+    name : str
+        The name used in ``Monitor(diagnostics=[...])``.
+    metrics : iterable of MetricInfo
+        Every metric the function may return.
+    arrays : mapping, optional
+        Array variables it may return, each with the name of its extra dimension
+        (e.g. ``{"spectrum": "eig"}``).
+    setup : callable, optional
+        Called with the first probe of a run, before the first record, to keep state in
+        ``probe.state`` (saved in checkpoints, restored on resume).
+    replace : bool
+        Allow replacing an existing registration.
+    """
+
+    def deco(fn: DiagnosticFn) -> DiagnosticFn:
+        if (name in _REGISTRY or name in _GROUPS) and not replace:
+            msg = f"A diagnostic named {name!r} is already registered; pass replace=True."
+            raise ValueError(msg)
+        _REGISTRY[name] = Diagnostic(name, fn, tuple(metrics), dict(arrays or {}), setup)
+        return fn
+
+    return deco
+
+
+def register_group(name: str, members: Iterable[str]) -> None:
+    """Register ``name`` as shorthand for several diagnostics (e.g. ``"basic"``)."""
+    _GROUPS[name] = tuple(members)
+
+
+def available() -> list[str]:
+    """Names of registered diagnostics and groups."""
+    return sorted([*_REGISTRY, *_GROUPS])
+
+
+def resolve(names: Iterable[str]) -> list[Diagnostic]:
+    """Expand groups and look up diagnostics, in order, without duplicates."""
+    out: list[Diagnostic] = []
+    seen: set[str] = set()
+    for name in names:
+        members = _GROUPS.get(name, (name,))
+        for member in members:
+            if member not in _REGISTRY:
+                msg = f"Unknown diagnostic {member!r}. Available: {available()}."
+                raise ValueError(msg)
+            if member not in seen:
+                seen.add(member)
+                out.append(_REGISTRY[member])
+    return out
+
+
+def metric_info(diagnostics: Iterable[Diagnostic]) -> dict[str, dict[str, str]]:
+    """Description/unit/source of every metric the diagnostics declare."""
+    return {m.name: m.to_json() for d in diagnostics for m in d.metrics}
+
+
+def all_metric_names() -> list[str]:
+    """Every metric name any registered diagnostic declares."""
+    return sorted({m.name for d in _REGISTRY.values() for m in d.metrics})

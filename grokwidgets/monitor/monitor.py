@@ -1,0 +1,384 @@
+"""The :class:`Monitor`: records diagnostics around any training loop."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+import grokwidgets.diagnostics  # noqa: F401  (registers the built-in diagnostics)
+from grokwidgets.diagnostics.registry import Diagnostic, metric_info, resolve
+from grokwidgets.monitor.cadence import Cadence, LogSpaced, as_cadence
+from grokwidgets.monitor.probe import Probe
+from grokwidgets.store import run_dir
+from grokwidgets.store.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from grokwidgets.store.records import MODEL_LAYER, Index, Record, dense_block, to_dataset
+from grokwidgets.store.zarr_store import ZarrRecordWriter
+from grokwidgets.tasks.base import Task
+from grokwidgets.tasks.losses import LossFn, make_loss
+
+CadenceLike = Cadence | int | None
+_RNG_KEY = "rng.torch"
+Listener = Callable[[Record], None]
+
+#: Default checkpoint cadence of a monitored run: steps 0, 1, 2, 3, 4, 7, 10, 16, ... (5 per decade).
+DEFAULT_CHECKPOINTS = LogSpaced(per_decade=5, linear_until=0)
+
+
+class Monitor:
+    """Record diagnostics of ``model`` on ``task`` at a cadence, around any training loop.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model being trained. Layers are found by module path (``encoder.0``,
+        ``readout``); whole-model values go to the layer ``"model"``.
+    task : Task, optional
+        The data the diagnostics evaluate on (needed by ``loss`` and most families).
+    dir : path-like, optional
+        Run directory to write (``metrics.zarr``, ``checkpoints/``, ``run.json``). Without
+        it, records stay in memory (see :meth:`dataset`).
+    diagnostics : iterable of str
+        Registered diagnostics or groups (``"basic"`` = ``loss``, ``weights``, ``grad_norm``).
+    cadence : Cadence, int or dict, optional
+        When to record: one cadence for all, or ``{name: cadence, "default": cadence}`` per
+        diagnostic. Default: every step up to 100, then 50 per decade.
+    loss : str or callable
+        The training loss (``"auto"``, ``"cross_entropy"``, ``"mse"``, or a function
+        ``(outputs, targets) -> scalar``), used for ``train_loss``/``test_loss``.
+    optimizer : torch.optim.Optimizer, optional
+        Saved in checkpoints with the model, so a run can resume.
+    checkpoint_cadence : Cadence, int or False, optional
+        When to save checkpoints (only with ``dir``). Default: 5 per decade from step 0.
+    resume : bool
+        Continue the run in ``dir`` from its latest checkpoint: loads model and optimizer
+        state, drops records after it, and sets :attr:`resume_step`.
+    overwrite : bool
+        Replace a run already in ``dir``.
+    config : dict, optional
+        Extra JSON-able facts for ``run.json`` (the training recipe).
+    flush_every, flush_seconds : int, float
+        Records are written every ``flush_every`` records or ``flush_seconds`` seconds.
+
+    Examples
+    --------
+    >>> mon = gw.Monitor(model, task, dir="runs/mine")      # doctest: +SKIP
+    >>> for step in range(n):                               # doctest: +SKIP
+    ...     loss = train_step()
+    ...     mon.step(step)  # cheap when nothing is due
+    >>> mon.close()                                         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task | None = None,
+        dir: str | os.PathLike[str] | None = None,  # noqa: A002 (the design's public name)
+        diagnostics: Iterable[str] = ("basic",),
+        cadence: CadenceLike | Mapping[str, CadenceLike] = None,
+        *,
+        loss: str | LossFn = "auto",
+        optimizer: torch.optim.Optimizer | None = None,
+        checkpoint_cadence: CadenceLike | bool = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        config: dict[str, Any] | None = None,
+        flush_every: int = 64,
+        flush_seconds: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.optimizer = optimizer
+        self.dir = Path(dir) if dir is not None else None
+        self.diagnostics: list[Diagnostic] = resolve(
+            [diagnostics] if isinstance(diagnostics, str) else diagnostics
+        )
+        self._cadences = self._resolve_cadences(cadence)
+        if callable(loss):
+            self.loss_fn: LossFn | None = loss
+        else:
+            self.loss_fn = make_loss(loss, task) if task is not None else None
+        if checkpoint_cadence is False or self.dir is None:
+            self._ckpt: Cadence | None = None
+        else:
+            self._ckpt = as_cadence(
+                None if checkpoint_cadence is True else checkpoint_cadence,  # type: ignore[arg-type]
+                DEFAULT_CHECKPOINTS,
+            )
+        self.state: dict[str, Tensor] = {}
+        self.resume_step: int | None = None
+        self._listeners: list[Listener] = []
+        self._memory: list[Record] = []
+        self._index = Index()
+        self._index.metric_info.update(metric_info(self.diagnostics))
+        self._last_step = -1
+        self._closed = False
+        self._writer: ZarrRecordWriter | None = None
+        if self.dir is not None:
+            self._open_dir(resume=resume, overwrite=overwrite, config=config or {})
+        if self.resume_step is None:
+            setup_probe = self._probe(step=0)
+            for diag in self.diagnostics:
+                if diag.setup is not None:
+                    diag.setup(setup_probe)
+        self._next_due = self._compute_next(max(self._last_step + 1, 0))
+
+    # -- public ----------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        """Whether anything (a diagnostic or a checkpoint) is due at ``step``."""
+        if self._last_step < step < self._next_due:
+            return False
+        return self._compute_next(step) == step
+
+    def step(self, step: int, **scalars: float) -> Record | None:
+        """Record whatever is due at ``step``; also log ``scalars`` when given.
+
+        Costs one integer comparison when nothing is due. Returns the record, if any.
+        """
+        if not scalars and self._last_step < step < self._next_due:
+            return None
+        return self.record(step, scalars)
+
+    def log(self, step: int, **scalars: float) -> Record:
+        """Record the user's own scalars (layer ``"model"``) at ``step``."""
+        record = Record(step=step)
+        self._add_scalars(record, scalars)
+        self._emit(record)
+        return record
+
+    def checkpoint(self, step: int) -> Path:
+        """Save a checkpoint of model, optimizer and diagnostic state at ``step`` now."""
+        if self.dir is None:
+            msg = "This monitor has no run directory; pass dir=... to save checkpoints."
+            raise ValueError(msg)
+        if self._writer is not None:
+            self._writer.flush()  # records up to this step are committed before the checkpoint
+        # The global torch RNG travels with the checkpoint so that models drawing random
+        # numbers (dropout) resume exactly.
+        state = {**self.state, _RNG_KEY: torch.get_rng_state()}
+        return save_checkpoint(self.dir, step, self.model, self.optimizer, state)
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(record)`` for every new record (live views use this)."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling ``fn``."""
+        self._listeners.remove(fn)
+
+    def flush(self) -> None:
+        """Write buffered records now."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def dataset(self) -> xr.Dataset:
+        """Everything recorded so far as the run Dataset."""
+        if self.dir is not None:
+            self.flush()
+            return run_dir.open_run(self.dir)
+        steps, metrics, arrays = dense_block(self._memory, self._index)
+        return to_dataset(steps, metrics, arrays, self._index, {"status": self.status})
+
+    @property
+    def status(self) -> str:
+        """``"running"`` until closed, then ``"finished"``/``"interrupted"``/``"failed"``."""
+        return getattr(self, "_status", "running")
+
+    def close(self, status: str = "finished") -> None:
+        """Flush records and mark the run ``status`` in ``run.json``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._status = status
+        if self._writer is not None:
+            self._writer.close()
+        if self.dir is not None:
+            run_dir.update_run_json(self.dir, status=status)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed")
+
+    # -- internals -------------------------------------------------------------------------
+    def _resolve_cadences(
+        self, cadence: CadenceLike | Mapping[str, CadenceLike]
+    ) -> dict[str, Cadence]:
+        if isinstance(cadence, Mapping):
+            names = {d.name for d in self.diagnostics}
+            unknown = sorted(set(cadence) - names - {"default"})
+            if unknown:
+                msg = f"Cadence given for {unknown}, which are not among the diagnostics {sorted(names)}."
+                raise ValueError(msg)
+            default = as_cadence(cadence.get("default"))
+            return {d.name: as_cadence(cadence.get(d.name), default) for d in self.diagnostics}
+        one = as_cadence(cadence)
+        return {d.name: one for d in self.diagnostics}
+
+    def _compute_next(self, step: int) -> int:
+        nexts = [c.next_due(step) for c in self._cadences.values()]
+        if self._ckpt is not None:
+            nexts.append(self._ckpt.next_due(step))
+        valid = [n for n in nexts if n is not None]
+        return min(valid) if valid else 2**62
+
+    def _probe(self, step: int, precomputed: dict[str, Tensor] | None = None) -> Probe:
+        return Probe(self.model, self.task, step, self.loss_fn, self.state, precomputed)
+
+    def record(
+        self,
+        step: int,
+        scalars: Mapping[str, float] | None = None,
+        outputs: dict[str, Tensor] | None = None,
+        force: bool = False,
+    ) -> Record | None:
+        """Record what is due at ``step`` (no fast path), reusing ``outputs`` a loop computed.
+
+        ``outputs`` maps a split to the model's outputs on that whole split at this step
+        (e.g. ``{"train": out}`` after a full-batch forward), saving a forward pass.
+        ``force=True`` records every diagnostic and saves a checkpoint (a run's last step).
+        """
+        scalars = scalars or {}
+        precomputed = outputs
+        due = [d for d in self.diagnostics if force or self._cadences[d.name].due(step)]
+        record: Record | None = None
+        if due or scalars:
+            record = Record(step=step)
+            probe = self._probe(step, precomputed)
+            for diag in due:
+                self._add_values(record, diag, diag.fn(probe))
+            self._add_scalars(record, scalars)
+            self._emit(record)
+        self._last_step = max(self._last_step, step)
+        if self._ckpt is not None and (force or self._ckpt.due(step)):
+            self.checkpoint(step)
+        self._next_due = self._compute_next(step + 1)
+        return record
+
+    def _add_values(self, record: Record, diag: Diagnostic, values: Mapping[str, Any]) -> None:
+        declared = {m.name for m in diag.metrics}
+        for name, value in values.items():
+            if name in diag.arrays:
+                record.arrays[name] = {
+                    layer: np.asarray(v, dtype=np.float64) for layer, v in value.items()
+                }
+                self._index.arrays.setdefault(name, {"dim": diag.arrays[name], "size": 0})
+                continue
+            if name not in declared:
+                msg = (
+                    f"Diagnostic {diag.name!r} returned metric {name!r}, which it does not "
+                    f"declare (declared: {sorted(declared)}). Add it to metrics=[...] in register()."
+                )
+                raise ValueError(msg)
+            if isinstance(value, Mapping):
+                for layer, v in value.items():
+                    record.values[(layer, name)] = float(v)
+            else:
+                record.values[(MODEL_LAYER, name)] = float(value)
+
+    def _add_scalars(self, record: Record, scalars: Mapping[str, float]) -> None:
+        for name, value in scalars.items():
+            if isinstance(value, Tensor):
+                if value.numel() != 1:
+                    msg = f"log({name}=...) needs a single number, got a tensor of shape {tuple(value.shape)}."
+                    raise ValueError(msg)
+                value = value.item()
+            if not isinstance(value, int | float | np.number):
+                msg = f"log({name}=...) needs a number, got {type(value).__name__}."
+                raise TypeError(msg)
+            record.values[(MODEL_LAYER, name)] = float(value)
+            if name not in self._index.metric_info:
+                self._index.metric_info[name] = {
+                    "description": "scalar logged by the user",
+                    "unit": "",
+                    "source": "user",
+                }
+
+    def _emit(self, record: Record) -> None:
+        if self._writer is not None:
+            self._writer.set_metric_info(self._index.metric_info)
+            self._writer.append(record)
+        else:
+            if self._memory and self._memory[-1].step == record.step:
+                self._memory[-1].merge(record)
+            elif self._memory and record.step < self._memory[-1].step:
+                msg = (
+                    f"Record for step {record.step} comes after step {self._memory[-1].step}; "
+                    "steps must not decrease. Create a new Monitor for a new run."
+                )
+                raise ValueError(msg)
+            else:
+                self._memory.append(record)
+            self._index.add(record)
+        for fn in self._listeners:
+            fn(record)
+
+    def _open_dir(self, *, resume: bool, overwrite: bool, config: dict[str, Any]) -> None:
+        assert self.dir is not None
+        metrics_path = self.dir / run_dir.METRICS
+        if resume:
+            run_dir.prepare(self.dir, resume=True, overwrite=False)
+            ckpts = list_checkpoints(self.dir)
+            if not ckpts:
+                msg = f"Cannot resume {self.dir}: it has no checkpoints. Start it again with overwrite=True."
+                raise FileNotFoundError(msg)
+            step, path = next(reversed(ckpts.items()))
+            loaded = load_checkpoint(path, self.model, self.optimizer)
+            rng = loaded.monitor_state.pop(_RNG_KEY, None)
+            if rng is not None:
+                torch.set_rng_state(rng)
+            self.state.update(loaded.monitor_state)
+            self.resume_step = step
+            self._writer = ZarrRecordWriter(metrics_path, mode="a")
+            self._writer.truncate(step)
+            self._index = self._writer.index
+            self._index.metric_info.update(metric_info(self.diagnostics))
+            self._last_step = step
+            info = run_dir.read_run_json(self.dir)
+            resumed = [*info.get("resumed_from", []), step]
+            run_dir.update_run_json(self.dir, status="running", resumed_from=resumed)
+            return
+        run_dir.prepare(self.dir, resume=False, overwrite=overwrite)
+        model_cfg = getattr(self.model, "config", None)
+        info = {
+            "format": "grokwidgets-run",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            "seed": config.get("seed"),
+            "config": {
+                "task": self.task.config if self.task is not None else None,
+                "model": model_cfg if isinstance(model_cfg, dict) else {"class": type(self.model).__name__},
+                "diagnostics": [d.name for d in self.diagnostics],
+                "cadence": {k: c.to_json() for k, c in self._cadences.items()},
+                "checkpoint_cadence": self._ckpt.to_json() if self._ckpt is not None else None,
+                **config,
+            },
+            "versions": run_dir.versions(),
+        }
+        run_dir.write_run_json(self.dir, info)
+        self._writer = ZarrRecordWriter(metrics_path, mode="w")
+        self._writer.set_metric_info(self._index.metric_info)
+        self._index = self._writer.index

@@ -1,0 +1,75 @@
+"""Vega-Lite specs of recorded metrics, built with Altair (shared by reports and widgets)."""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from grokwidgets.diagnostics.phases import select_metric
+
+#: Metrics plotted on a log y axis (positive and spanning orders of magnitude).
+LOG_Y = ("loss", "norm", "grad")
+
+
+def metric_frame(ds: xr.Dataset, metric: str) -> pd.DataFrame:
+    """Long-form table (step, layer, value) of one metric, without missing values."""
+    select_metric(ds, metric, str(ds["layer"].values[0]))  # clear error for an unknown name
+    da = ds["metrics"].sel(metric=metric)
+    frame = pd.DataFrame(
+        {
+            "step": np.repeat(da["step"].values, da.sizes["layer"]),
+            "layer": np.tile(da["layer"].values.astype(str), da.sizes["step"]),
+            "value": da.transpose("step", "layer").values.ravel(),
+        }
+    )
+    return frame[np.isfinite(frame["value"])].reset_index(drop=True)
+
+
+def metric_chart(ds: xr.Dataset, metric: str, *, width: int = 420, height: int = 220) -> alt.Chart:
+    """Line chart of ``metric`` over steps (symlog step axis), one colour per layer."""
+    frame = metric_frame(ds, metric)
+    info = ds.attrs.get("metric_info", {}).get(metric, {})
+    unit = info.get("unit", "")
+    positive = bool(len(frame)) and bool((frame["value"] > 0).all())
+    log_y = positive and any(key in metric for key in LOG_Y)
+    y_title = metric if unit in ("", "1") else f"{metric} ({unit})"
+    layers = sorted(frame["layer"].unique()) if len(frame) else ["model"]
+    encode: dict[str, object] = {
+        "x": alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step"),
+        "y": alt.Y("value:Q", scale=alt.Scale(type="log" if log_y else "linear"), title=y_title),
+        "tooltip": ["step:Q", "layer:N", alt.Tooltip("value:Q", format=".4g")],
+    }
+    if len(layers) > 1:
+        encode["color"] = alt.Color("layer:N", sort=layers, title="layer")
+    return (
+        alt.Chart(frame, title=alt.Title(metric, subtitle=info.get("description", "")))
+        .mark_line(point=len(frame) < 60)
+        .encode(**encode)
+        .properties(width=width, height=height)
+    )
+
+
+def accuracy_chart(ds: xr.Dataset, *, width: int = 420, height: int = 220) -> alt.Chart | None:
+    """Train and test accuracy together: the grokking picture. ``None`` without accuracy."""
+    names = [m for m in ("train_acc", "test_acc") if m in ds["metric"].values]
+    if not names:
+        return None
+    frames = []
+    for name in names:
+        f = metric_frame(ds, name)
+        f = f[f["layer"] == "model"].assign(split=name.split("_")[0])
+        frames.append(f)
+    frame = pd.concat(frames, ignore_index=True)
+    return (
+        alt.Chart(frame, title=alt.Title("accuracy", subtitle="train and test"))
+        .mark_line()
+        .encode(
+            x=alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step"),
+            y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
+            color=alt.Color("split:N", sort=["train", "test"], title="split"),
+            tooltip=["step:Q", "split:N", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(width=width, height=height)
+    )

@@ -1,0 +1,30 @@
+"""Run storage: append-safe zarr records, safetensors checkpoints, run directories."""
+
+from grokwidgets.store.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from grokwidgets.store.records import MODEL_LAYER, Record
+from grokwidgets.store.run_dir import RunExistsError, open_run, read_run_json
+from grokwidgets.store.zarr_store import StoreError, ZarrRecordWriter, read_store
+
+__all__ = [
+    "MODEL_LAYER",
+    "Checkpoint",
+    "CheckpointError",
+    "Record",
+    "RunExistsError",
+    "StoreError",
+    "ZarrRecordWriter",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_checkpoint",
+    "open_run",
+    "read_run_json",
+    "read_store",
+    "save_checkpoint",
+]

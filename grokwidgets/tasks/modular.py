@@ -1,0 +1,172 @@
+"""Binary operations modulo a prime: the original grokking task of Power et al. (2022)."""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .base import Task, register_family
+
+__all__ = ["OPS", "modular_arithmetic"]
+
+
+def _add(a: Tensor, b: Tensor, p: int) -> Tensor:
+    return (a + b) % p
+
+
+def _sub(a: Tensor, b: Tensor, p: int) -> Tensor:
+    return (a - b) % p
+
+
+def _mul(a: Tensor, b: Tensor, p: int) -> Tensor:
+    return (a * b) % p
+
+
+def _div(a: Tensor, b: Tensor, p: int) -> Tensor:
+    # b has no zeros here; Fermat's little theorem gives b^(p-2) = b^(-1) mod a prime p.
+    inverse = torch.tensor([0] + [pow(v, p - 2, p) for v in range(1, p)], dtype=torch.int64)
+    return (a * inverse[b]) % p
+
+
+def _quad(a: Tensor, b: Tensor, p: int) -> Tensor:
+    return (a * a + a * b + b * b) % p
+
+
+OPS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+    "+": _add,
+    "-": _sub,
+    "*": _mul,
+    "/": _div,
+    "x2+xy+y2": _quad,
+}
+"""The supported operations by name: ``(a, b, p) -> c`` on int64 tensors."""
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
+        raise ValueError(msg)
+    return int(number)
+
+
+@register_family("modular_arithmetic")
+def modular_arithmetic(
+    p: int = 97, op: str = "+", train_fraction: float = 0.3, seed: int = 0
+) -> Task:
+    r"""All equations ``a op b = c (mod p)``, split at random into train and test.
+
+    Every pair :math:`(a, b) \in \{0, \dots, p-1\}^2` is one sample (for ``"/"`` only
+    :math:`b \neq 0`), with label
+
+    .. math::
+
+        c = a \circ b \bmod p, \qquad
+        \circ \in \{+,\ -,\ \times,\ a b^{-1},\ a^2 + ab + b^2\},
+
+    where :math:`b^{-1} = b^{p-2} \bmod p` (Fermat), so ``"/"`` needs a prime ``p``.
+    A random ``round(train_fraction * n)`` of the ``n`` pairs form the training set and the
+    rest the test set.
+
+    Parameters
+    ----------
+    p : int
+        Modulus, at least 2; prime for ``op="/"``. Also the vocabulary size and number of classes.
+    op : {"+", "-", "*", "/", "x2+xy+y2"}
+        The operation.
+    train_fraction : float
+        Fraction of all pairs used for training, strictly between 0 and 1 (both splits non-empty).
+    seed : int
+        Non-negative seed of the ``torch.Generator`` that draws the split.
+
+    Returns
+    -------
+    Task
+        Classification task; ``x`` holds int64 token pairs ``(a, b)`` of shape ``(n, 2)``,
+        ``y`` the int64 class ``c``; ``input_kind="tokens"``, ``vocab_size = n_outputs = p``.
+
+    Raises
+    ------
+    ValueError
+        For ``p < 2``, an unknown ``op`` (the message lists the valid ones), ``"/"`` with a
+        composite ``p``, or a ``train_fraction`` that leaves a split empty.
+
+    References
+    ----------
+    .. [1] Power, Burda, Edwards, Babuschkin & Misra (2022). Grokking: Generalization beyond
+       overfitting on small algorithmic datasets. arXiv:2201.02177.
+    """
+    p = _check_int("p", p, 2)
+    seed = _check_int("seed", seed, 0)
+    if (
+        isinstance(train_fraction, bool)
+        or not isinstance(train_fraction, numbers.Real)
+        or not 0.0 < train_fraction < 1.0
+    ):
+        msg = f"train_fraction must be a number strictly between 0 and 1, got {train_fraction!r}."
+        raise ValueError(msg)
+    if not isinstance(op, str) or op not in OPS:
+        msg = f"Unknown op {op!r}. Valid ops: {list(OPS)}."
+        raise ValueError(msg)
+    if op == "/" and not _is_prime(p):
+        msg = f"op='/' needs a prime modulus (b must have an inverse mod p), got p={p}."
+        raise ValueError(msg)
+
+    a = torch.arange(p, dtype=torch.int64).repeat_interleave(p)
+    b = torch.arange(p, dtype=torch.int64).repeat(p)
+    if op == "/":
+        keep = b != 0
+        a, b = a[keep], b[keep]
+    n = int(a.numel())
+    train_fraction = float(train_fraction)
+    n_train = round(train_fraction * n)
+    if not 0 < n_train < n:
+        msg = (
+            f"train_fraction={train_fraction} of the {n} pairs gives {n_train} training samples; "
+            f"both splits must be non-empty, so choose a fraction in [{0.5 / n:.3g}, "
+            f"{1 - 0.5 / n:.3g}] or a larger p."
+        )
+        raise ValueError(msg)
+
+    x = torch.stack([a, b], dim=1)
+    y = OPS[op](a, b, p)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    train, test = perm[:n_train], perm[n_train:]
+    return Task(
+        name=f"modular_arithmetic(p={p}, op={op!r})",
+        kind="classification",
+        x_train=x[train],
+        y_train=y[train],
+        x_test=x[test],
+        y_test=y[test],
+        n_outputs=p,
+        config={
+            "family": "modular_arithmetic",
+            "p": p,
+            "op": op,
+            "train_fraction": train_fraction,
+            "seed": seed,
+        },
+        input_kind="tokens",
+        vocab_size=p,
+        meta={"p": p, "op": op},
+    )

@@ -1,0 +1,143 @@
+"""Runs described as JSON: build task, model and loop from a preset or a run's ``run.json``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from grokwidgets import models, tasks
+from grokwidgets.monitor.cadence import cadence_from_json
+from grokwidgets.presets import PRESETS, get_preset
+from grokwidgets.store.run_dir import read_run_json
+from grokwidgets.tasks.base import check_kwargs
+from grokwidgets.train.loop import Run, train
+
+_SECTIONS = ("task", "model", "train")
+_TOP = ("seed", "description")
+
+
+def load_config(preset_or_path: str) -> dict[str, Any]:
+    """A preset by name, or a ``.json``/``.toml`` file of the same shape."""
+    if preset_or_path in PRESETS:
+        return get_preset(preset_or_path)
+    path = Path(preset_or_path)
+    if path.suffix in (".json", ".toml") and path.is_file():
+        text = path.read_text()
+        cfg: dict[str, Any] = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        missing = [s for s in _SECTIONS if s not in cfg]
+        if missing:
+            msg = f"{path} lacks the section(s) {missing}; a config has task, model and train."
+            raise ValueError(msg)
+        return cfg
+    msg = (
+        f"Unknown preset {preset_or_path!r} and no such .json/.toml config file. "
+        f"Presets: {sorted(PRESETS)}."
+    )
+    raise ValueError(msg)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (``task.p=113``, ``train.lr=3e-3``, ``seed=1``, ``steps=500``).
+
+    A key without a section is looked up among the sections' keys and must be unambiguous.
+    Values are parsed as JSON when they can be (numbers, booleans, null), else kept as text.
+    """
+    cfg = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            msg = f"--set takes key=value, got {item!r}."
+            raise ValueError(msg)
+        key, text = item.split("=", 1)
+        value = _parse_value(text)
+        if "." in key:
+            section, name = key.split(".", 1)
+            if section not in _SECTIONS:
+                msg = f"Unknown section {section!r} in {key!r}; sections: {list(_SECTIONS)}."
+                raise ValueError(msg)
+            cfg.setdefault(section, {})[name] = value
+        elif key in _TOP:
+            cfg[key] = value
+        else:
+            owners = [s for s in _SECTIONS if key in cfg.get(s, {})]
+            if len(owners) != 1:
+                where = "several sections" if owners else "no section of this config"
+                msg = (
+                    f"{key!r} is in {where}; write it as section.key "
+                    f"(e.g. train.{key} or task.{key})."
+                )
+                raise ValueError(msg)
+            cfg[owners[0]][key] = value
+    return cfg
+
+
+def _build_model(task: tasks.Task, spec: dict[str, Any]) -> Any:
+    spec = dict(spec)
+    cls_name = spec.pop("class", "MLP")
+    cls = getattr(models, cls_name, None)
+    if cls is None or cls_name not in models.__all__:
+        msg = f"Unknown model class {cls_name!r}. Models: {[n for n in models.__all__ if n != 'from_config']}."
+        raise ValueError(msg)
+    check_kwargs(cls.for_task, {"task": task, **spec}, what=f"model {cls_name}")
+    return cls.for_task(task, **spec)
+
+
+def run_config(
+    config: dict[str, Any],
+    dir: str | os.PathLike[str],  # noqa: A002
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Run:
+    """Start the run ``config`` describes in ``dir``."""
+    task = tasks.from_config(config["task"])
+    model = _build_model(task, config["model"])
+    recipe = dict(config["train"])
+    check_kwargs(train, recipe, what="train")
+    return train(
+        task,
+        model,
+        dir=dir,
+        seed=int(config.get("seed", 0)),
+        overwrite=overwrite,
+        progress=progress,
+        **recipe,
+    )
+
+
+def resume_run(dir: str | os.PathLike[str], *, progress: bool = True) -> Run:  # noqa: A002
+    """Continue the run in ``dir`` from its latest checkpoint, with the recipe in its ``run.json``."""
+    info = read_run_json(dir)
+    cfg = info["config"]
+    if cfg.get("task") is None or cfg["task"].get("family") == "from_tensors":
+        msg = f"{dir} was recorded around a custom task; resume it from Python with Monitor(..., resume=True)."
+        raise ValueError(msg)
+    if "train" not in cfg:
+        msg = f"{dir} was not made by gw.train (no training recipe in run.json); resume it from your own loop."
+        raise ValueError(msg)
+    task = tasks.from_config(cfg["task"])
+    model = models.from_config(cfg["model"])
+    cadence = {k: cadence_from_json(v) for k, v in cfg.get("cadence", {}).items()}
+    ckpt = cfg.get("checkpoint_cadence")
+    return train(
+        task,
+        model,
+        dir=dir,
+        seed=int(info.get("seed") or 0),
+        resume=True,
+        progress=progress,
+        diagnostics=cfg.get("diagnostics", ("basic",)),
+        cadence=cadence or None,
+        checkpoint_cadence=cadence_from_json(ckpt) if ckpt else False,
+        **cfg["train"],
+    )

@@ -1,0 +1,250 @@
+"""``gw.train``: a plain, deterministic training loop with a :class:`Monitor` built in."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from grokwidgets.monitor.cadence import Cadence
+from grokwidgets.monitor.monitor import Monitor
+from grokwidgets.tasks.base import Task
+from grokwidgets.tasks.losses import make_loss
+from grokwidgets.train.optimizers import make_optimizer
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Run:
+    """What :func:`train` returns."""
+
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    monitor: Monitor
+    steps: int
+    wall_time: float
+    dir: Path | None = None
+
+    def dataset(self) -> xr.Dataset:
+        """The run's records as a Dataset (from the run directory when there is one)."""
+        return self.monitor.dataset()
+
+
+class BatchSchedule:
+    """Which training samples step ``s`` uses: a pure function of ``(seed, s)``.
+
+    Each epoch is a fresh seeded permutation (``shuffle="epoch"``) or the same one
+    (``shuffle="once"``, Omnigrok's cycled batches) cut into ``n // batch_size`` batches
+    (the remainder is dropped so every batch has the same size). Being stateless, it
+    resumes exactly from any step.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: str = "epoch") -> None:
+        if shuffle not in ("epoch", "once"):
+            msg = f"shuffle must be 'epoch' or 'once', got {shuffle!r}."
+            raise ValueError(msg)
+        if not 1 <= batch_size <= n:
+            msg = f"batch_size must be in [1, {n}] (the train split), got {batch_size}."
+            raise ValueError(msg)
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.per_epoch = n // batch_size
+        self._epoch = -1
+        self._perm = torch.arange(n)
+
+    def indices(self, step: int) -> Tensor:
+        """Sample indices of the batch used at ``step``."""
+        epoch, i = divmod(step, self.per_epoch)
+        key = 0 if self.shuffle == "once" else epoch
+        if key != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._epoch = key
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+def _stochastic(model: nn.Module) -> bool:
+    bad = (nn.Dropout, nn.modules.batchnorm._BatchNorm)
+    return any(isinstance(m, bad) for m in model.modules())
+
+
+def train(
+    task: Task,
+    model: nn.Module,
+    steps: int,
+    *,
+    optimizer: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int | None = None,
+    loss: str = "auto",
+    dir: str | os.PathLike[str] | None = None,  # noqa: A002 (the design's public name)
+    seed: int = 0,
+    diagnostics: Iterable[str] = ("basic",),
+    cadence: Cadence | int | Mapping[str, Cadence | int | None] | None = None,
+    checkpoint_cadence: Cadence | int | bool | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    shuffle: Literal["epoch", "once"] = "epoch",
+    dtype: Literal["float32", "float64"] | None = None,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Run:
+    """Train ``model`` on ``task`` for ``steps`` optimizer steps, recording diagnostics.
+
+    Step ``s`` is the state after ``s`` optimizer updates; records at ``s`` see that state
+    (and, for ``grad_norm``, the training-loss gradient at it). Deterministic for a ``seed``
+    (which fixes the batch order and the global torch RNG); ``resume=True`` continues from the
+    latest checkpoint in ``dir`` and reproduces the uninterrupted run's records exactly.
+
+    Parameters
+    ----------
+    task, model : the data and the network (build the model with a ``seed`` too).
+    steps : int
+        Number of optimizer steps.
+    optimizer : {"sgd", "adam", "adamw", "muon"}
+    lr, weight_decay : float
+    batch_size : int, optional
+        Minibatch size; ``None`` (default) trains full batch.
+    loss : {"auto", "cross_entropy", "mse"}
+        ``auto``: cross-entropy for classification, MSE for regression.
+    dir : path-like, optional
+        Run directory (``metrics.zarr``, ``checkpoints/``, ``run.json``); in memory without.
+    seed : int
+    diagnostics, cadence, checkpoint_cadence : see :class:`~grokwidgets.Monitor`.
+    resume, overwrite : bool
+        Continue the run in ``dir``, or replace it. Without either, a ``dir`` that already
+        holds a run is refused.
+    shuffle : {"epoch", "once"}
+        A new permutation each epoch, or one fixed permutation cycled (Omnigrok).
+    dtype : {"float32", "float64"}, optional
+        Cast model and data to this precision first.
+    optimizer_kwargs : dict, optional
+        Extra arguments of the optimizer (``betas``, ``momentum``, ...).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Run
+        The model, optimizer, monitor and wall time; ``run.dataset()`` gives the records.
+    """
+    if steps < 0:
+        msg = f"steps must be >= 0, got {steps}."
+        raise ValueError(msg)
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            msg = f"dtype must be one of {list(_DTYPES)}, got {dtype!r}."
+            raise ValueError(msg)
+        model.to(_DTYPES[dtype])
+        task = task.to(_DTYPES[dtype])
+    loss_fn = make_loss(loss, task)
+    opt = make_optimizer(optimizer, model, lr=lr, weight_decay=weight_decay, **(optimizer_kwargs or {}))
+    n = task.n_train
+    full_batch = batch_size is None or batch_size >= n
+    schedule = None if full_batch else BatchSchedule(n, int(batch_size or n), seed, shuffle)
+    recipe = {
+        "steps": steps,
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "loss": loss,
+        "shuffle": shuffle,
+        "dtype": dtype,
+        "optimizer_kwargs": optimizer_kwargs or {},
+    }
+    if not resume:
+        torch.manual_seed(seed)
+    monitor = Monitor(
+        model,
+        task,
+        dir=dir,
+        diagnostics=diagnostics,
+        cadence=cadence,
+        loss=loss_fn,
+        optimizer=opt,
+        checkpoint_cadence=checkpoint_cadence,
+        resume=resume,
+        overwrite=overwrite,
+        config={"seed": seed, "train": recipe},
+    )
+    start = monitor.resume_step or 0
+    reuse_outputs = full_batch and not _stochastic(model)
+    x, y = task.x_train, task.y_train
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="train", unit="step")
+    last_post = 0.0
+    try:
+        model.train()
+        for s in range(start, steps + 1):
+            if schedule is not None:
+                idx = schedule.indices(s)
+                xb, yb = x[idx], y[idx]
+            else:
+                xb, yb = x, y
+            out = model(xb)
+            step_loss = loss_fn(out, yb)
+            loss_value = float(step_loss.detach())
+            if not math.isfinite(loss_value):
+                monitor.close("failed")
+                where = f" Records up to step {s - 1} are saved in {dir}." if dir else ""
+                msg = (
+                    f"The training loss became {loss_value} at step {s}.{where} "
+                    f"Lower the learning rate (lr={lr}) or the init scale, or train in float64."
+                )
+                raise NonFiniteLossError(msg)
+            opt.zero_grad(set_to_none=True)
+            step_loss.backward()
+            if s > start or monitor.resume_step is None:
+                final = s == steps  # the end state is always recorded and checkpointed
+                if final or monitor.due(s):
+                    pre = {"train": out} if reuse_outputs else None
+                    rec = monitor.record(s, outputs=pre, force=final)
+                    now = time.perf_counter()
+                    if rec is not None and progress and now - last_post > 0.5:
+                        last_post = now
+                        bar.set_postfix(_postfix(rec.values), refresh=False)
+            if s == steps:
+                break
+            opt.step()
+            bar.update(1)
+    except KeyboardInterrupt:
+        monitor.close("interrupted")
+        raise
+    except NonFiniteLossError:
+        raise
+    except BaseException:
+        monitor.close("failed")
+        raise
+    finally:
+        bar.close()
+    monitor.close("finished")
+    return Run(
+        task=task,
+        model=model,
+        optimizer=opt,
+        monitor=monitor,
+        steps=steps,
+        wall_time=time.perf_counter() - t0,
+        dir=Path(dir) if dir is not None else None,
+    )
+
+
+def _postfix(values: Mapping[tuple[str, str], float]) -> dict[str, str]:
+    keys = ("train_loss", "train_acc", "test_acc")
+    return {k: f"{values[('model', k)]:.3g}" for k in keys if ("model", k) in values}

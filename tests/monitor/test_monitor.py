@@ -1,0 +1,120 @@
+"""The Monitor around a user's own loop."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import grokwidgets as gw
+from grokwidgets.diagnostics import MetricInfo, register
+from grokwidgets.diagnostics.registry import _REGISTRY
+from grokwidgets.monitor.cadence import Every
+
+
+def user_loop(model, task, mon, n):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(n):
+        loss = F.cross_entropy(model(task.x_train), task.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.step(step, my_loss=loss.detach())
+
+
+def test_user_loop_in_memory(mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=16, depth=1, embed_dim=4)
+    with gw.Monitor(model, mod_task, cadence=Every(5)) as mon:
+        user_loop(model, mod_task, mon, 12)
+    ds = mon.dataset()
+    assert ds["step"].values.tolist() == list(range(12))  # my_loss is logged every step
+    test_acc = ds["metrics"].sel(metric="test_acc", layer="model").values
+    assert np.isfinite(test_acc[[0, 5, 10]]).all()
+    assert np.isnan(np.delete(test_acc, [0, 5, 10])).all()
+    assert mon.status == "finished"
+    assert ds.attrs["metric_info"]["my_loss"]["source"] == "user"
+
+
+def test_step_is_cheap_when_nothing_is_due(mod_task):
+    calls = []
+
+    @register("count_calls", metrics=[MetricInfo("c", "calls")])
+    def count_calls(probe):
+        calls.append(probe.step)
+        return {"c": len(calls)}
+
+    try:
+        model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+        mon = gw.Monitor(model, mod_task, diagnostics=["count_calls"])
+        for s in range(2000):
+            mon.step(s)
+        expected = gw.Cadence.default().steps(1999)
+        assert calls == expected
+        assert mon.step(2001) is None
+    finally:
+        del _REGISTRY["count_calls"]
+
+
+def test_per_diagnostic_cadence(mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    mon = gw.Monitor(model, mod_task, cadence={"loss": 1, "weights": Every(4), "default": 100})
+    for s in range(9):
+        mon.step(s)
+    ds = mon.dataset()
+    norms = ds["metrics"].sel(metric="weight_norm", layer="readout").values
+    assert np.isfinite(norms[[0, 4, 8]]).all() and np.isnan(norms[[1, 2, 3]]).all()
+    assert np.isfinite(ds["metrics"].sel(metric="train_loss", layer="model").values).all()
+    with pytest.raises(ValueError, match="not among the diagnostics"):
+        gw.Monitor(model, mod_task, cadence={"ntk": 1})
+
+
+def test_monitor_with_dir_writes_run_and_checkpoints(tmp_path, mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    with gw.Monitor(model, mod_task, dir=tmp_path / "run", cadence=Every(2)) as mon:
+        user_loop(model, mod_task, mon, 8)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["config"]["task"] == mod_task.config
+    ds = gw.open_run(tmp_path / "run")
+    assert ds.attrs["status"] == "finished"
+    assert ds.sizes["step"] == 8
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts[:3] == ["step_00000000.safetensors", "step_00000001.safetensors", "step_00000002.safetensors"]
+
+
+def test_interrupted_run_is_marked(tmp_path, mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    with pytest.raises(KeyboardInterrupt), gw.Monitor(model, mod_task, dir=tmp_path) as mon:
+        mon.step(0)
+        raise KeyboardInterrupt
+    assert gw.open_run(tmp_path).attrs["status"] == "interrupted"
+    assert gw.open_run(tmp_path).sizes["step"] == 1  # flushed on the way out
+
+
+def test_listener_sees_each_record(mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    mon = gw.Monitor(model, mod_task, cadence=Every(3))
+    seen = []
+    mon.add_listener(lambda rec: seen.append(rec.step))
+    for s in range(7):
+        mon.step(s)
+    assert seen == [0, 3, 6]
+
+
+def test_bad_scalars(mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    mon = gw.Monitor(model, mod_task)
+    with pytest.raises(ValueError, match="single number"):
+        mon.log(0, v=torch.zeros(3))
+    with pytest.raises(TypeError, match="needs a number"):
+        mon.log(0, v="high")
+
+
+def test_no_task_needs_no_loss():
+    model = torch.nn.Linear(3, 2)
+    mon = gw.Monitor(model, None, diagnostics=["weights"], cadence=1)
+    mon.step(0)
+    assert mon.dataset()["metrics"].sel(metric="param_norm", layer="model").size == 1
+    with pytest.raises(ValueError, match="no task"):
+        gw.Monitor(model, None, diagnostics=["loss"], cadence=1).step(0)
