@@ -11,7 +11,14 @@ from pathlib import Path
 from grokwidgets.store.checkpoints import CheckpointError
 from grokwidgets.store.zarr_store import StoreError
 
-_USER_ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, CheckpointError, StoreError)
+_USER_ERRORS = (
+    ValueError,
+    KeyError,
+    FileExistsError,
+    FileNotFoundError,
+    CheckpointError,
+    StoreError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,8 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start a run from a preset or a .json/.toml config")
     run.add_argument("preset", help="preset name (see `grokwidgets presets`) or config file")
     run.add_argument("--dir", required=True, help="run directory to write")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="change a field, e.g. --set train.steps=5000 --set task.p=113")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a field, e.g. --set train.steps=5000 --set task.p=113",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --dir")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -90,7 +90,9 @@ def weights(probe: Probe) -> dict[str, float | dict[str, float]]:
             init = probe.state.get(f"init.{path}.weight")
             if init is not None:
                 w0 = float(torch.linalg.vector_norm(init))
-                rel_change[path] = float(torch.linalg.vector_norm(w - init)) / w0 if w0 else math.nan
+                rel_change[path] = (
+                    float(torch.linalg.vector_norm(w - init)) / w0 if w0 else math.nan
+                )
     out: dict[str, float | dict[str, float]] = {
         "weight_norm": weight_norm,
         "param_norm": math.sqrt(total_sq),

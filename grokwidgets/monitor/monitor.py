@@ -33,7 +33,7 @@ CadenceLike = Cadence | int | None
 _RNG_KEY = "rng.torch"
 Listener = Callable[[Record], None]
 
-#: Default checkpoint cadence of a monitored run: steps 0, 1, 2, 3, 4, 7, 10, 16, ... (5 per decade).
+#: Default checkpoint cadence: steps 0, 1, 2, 3, 4, 7, 10, 16, ... (5 per decade).
 DEFAULT_CHECKPOINTS = LogSpaced(per_decade=5, linear_until=0)
 
 
@@ -231,7 +231,7 @@ class Monitor:
             names = {d.name for d in self.diagnostics}
             unknown = sorted(set(cadence) - names - {"default"})
             if unknown:
-                msg = f"Cadence given for {unknown}, which are not among the diagnostics {sorted(names)}."
+                msg = f"Cadence given for {unknown}, not among the diagnostics {sorted(names)}."
                 raise ValueError(msg)
             default = as_cadence(cadence.get("default"))
             return {d.name: as_cadence(cadence.get(d.name), default) for d in self.diagnostics}
@@ -290,7 +290,8 @@ class Monitor:
             if name not in declared:
                 msg = (
                     f"Diagnostic {diag.name!r} returned metric {name!r}, which it does not "
-                    f"declare (declared: {sorted(declared)}). Add it to metrics=[...] in register()."
+                    f"declare (declared: {sorted(declared)}). "
+                    "Add it to metrics=[...] in register()."
                 )
                 raise ValueError(msg)
             if isinstance(value, Mapping):
@@ -303,7 +304,8 @@ class Monitor:
         for name, value in scalars.items():
             if isinstance(value, Tensor):
                 if value.numel() != 1:
-                    msg = f"log({name}=...) needs a single number, got a tensor of shape {tuple(value.shape)}."
+                    shape = tuple(value.shape)
+                    msg = f"log({name}=...) needs a single number, got a tensor of shape {shape}."
                     raise ValueError(msg)
                 value = value.item()
             if not isinstance(value, int | float | np.number):
@@ -343,7 +345,10 @@ class Monitor:
             run_dir.prepare(self.dir, resume=True, overwrite=False)
             ckpts = list_checkpoints(self.dir)
             if not ckpts:
-                msg = f"Cannot resume {self.dir}: it has no checkpoints. Start it again with overwrite=True."
+                msg = (
+                    f"Cannot resume {self.dir}: it has no checkpoints. "
+                    "Start it again with overwrite=True."
+                )
                 raise FileNotFoundError(msg)
             step, path = next(reversed(ckpts.items()))
             loaded = load_checkpoint(path, self.model, self.optimizer)
@@ -370,7 +375,9 @@ class Monitor:
             "seed": config.get("seed"),
             "config": {
                 "task": self.task.config if self.task is not None else None,
-                "model": model_cfg if isinstance(model_cfg, dict) else {"class": type(self.model).__name__},
+                "model": model_cfg
+                if isinstance(model_cfg, dict)
+                else {"class": type(self.model).__name__},
                 "diagnostics": [d.name for d in self.diagnostics],
                 "cadence": {k: c.to_json() for k, c in self._cadences.items()},
                 "checkpoint_cadence": self._ckpt.to_json() if self._ckpt is not None else None,

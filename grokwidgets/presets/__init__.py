@@ -17,9 +17,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             "100% early, test accuracy much later."
         ),
         "seed": 0,
-        "task": {"family": "modular_arithmetic", "p": 97, "op": "+", "train_fraction": 0.3, "seed": 0},
+        "task": {
+            "family": "modular_arithmetic",
+            "p": 97,
+            "op": "+",
+            "train_fraction": 0.3,
+            "seed": 0,
+        },
         "model": {"class": "MLP", "width": 256, "depth": 1, "embed_dim": 128, "seed": 0},
-        "train": {"steps": 20000, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1.0},
+        "train": {"steps": 8000, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1.0},
     },
     "mnist-omnigrok": {
         "description": (
@@ -46,6 +52,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of the preset ``name``."""
     if name not in PRESETS:
-        msg = f"Unknown preset {name!r}. Presets: {sorted(PRESETS)} (list them with `grokwidgets presets`)."
+        msg = f"Unknown preset {name!r}. Presets: {sorted(PRESETS)} (see `grokwidgets presets`)."
         raise KeyError(msg)
     return copy.deepcopy(PRESETS[name])

@@ -34,7 +34,7 @@ details pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    """vega + vega-lite + vega-embed as one script (from vl-convert, no network)."""
+    """Vega + vega-lite + vega-embed as one script (from vl-convert, no network)."""
     import vl_convert as vlc
 
     return str(vlc.javascript_bundle())
@@ -45,21 +45,31 @@ def _script_json(obj: Any) -> str:
     return json.dumps(obj).replace("</", "<\\/")
 
 
-def report_specs(ds: xr.Dataset) -> list[dict[str, Any]]:
-    """Vega-Lite specs of the report: accuracy first, then every metric in recorded order."""
+def report_charts(ds: xr.Dataset) -> list[alt.Chart]:
+    """The report's charts: accuracy first, then every metric in recorded order."""
     charts: list[alt.Chart] = []
     acc = accuracy_chart(ds)
     if acc is not None:
         charts.append(acc)
     charts.extend(metric_chart(ds, str(m)) for m in ds["metric"].values)
-    return [c.to_dict() for c in charts]
+    return charts
+
+
+def report_specs(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """Vega-Lite specs of :func:`report_charts`."""
+    return [c.to_dict() for c in report_charts(ds)]
 
 
 def _summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     rows = [
         ("run", str(ds.attrs.get("run_dir", ""))),
         ("status", str(ds.attrs.get("status", ""))),
-        ("records", f"{ds.sizes['step']} (last step {int(ds['step'].values[-1])})" if ds.sizes["step"] else "0"),
+        (
+            "records",
+            f"{ds.sizes['step']} (last step {int(ds['step'].values[-1])})"
+            if ds.sizes["step"]
+            else "0",
+        ),
     ]
     metrics = set(str(m) for m in ds["metric"].values)
     if {"train_acc", "test_acc"} <= metrics:
@@ -113,13 +123,15 @@ def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None
     """Write the report of the run directory ``run`` (default ``RUN/report.html``)."""
     ds = open_run(run)
     target = Path(out) if out is not None else Path(run) / REPORT_NAME
-    target.write_text(render_report(ds, title=f"grokwidgets report: {Path(run).name}"), encoding="utf-8")
+    target.write_text(
+        render_report(ds, title=f"grokwidgets report: {Path(run).name}"), encoding="utf-8"
+    )
     return target
 
 
 def write_png(ds: xr.Dataset, out: str | os.PathLike[str], columns: int = 2) -> Path:
     """A PNG of the report's charts (vl-convert), e.g. for a README."""
-    charts = [alt.Chart.from_dict(s) for s in report_specs(ds)]
+    charts = report_charts(ds)
     rows = [alt.hconcat(*charts[i : i + columns]) for i in range(0, len(charts), columns)]
     alt.vconcat(*rows).save(str(out), format="png", scale_factor=1.0)
     return Path(out)

@@ -60,7 +60,9 @@ def prepare(path: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> P
         raise ValueError(msg)
     if resume:
         if not (p / RUN_JSON).is_file():
-            msg = f"Cannot resume: {p} holds no run ({RUN_JSON} is missing). Start it without resume."
+            msg = (
+                f"Cannot resume: {p} holds no run ({RUN_JSON} is missing). Start it without resume."
+            )
             raise FileNotFoundError(msg)
         return p
     if holds_run(p):

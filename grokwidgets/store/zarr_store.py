@@ -158,7 +158,7 @@ class ZarrRecordWriter:
         self._commit()
 
     def truncate(self, max_step: int) -> int:
-        """Drop committed records with ``step > max_step`` (for resuming); returns the count kept."""
+        """Drop committed records with ``step > max_step`` (to resume); return the count kept."""
         self.flush()
         if self.n:
             steps = self._group["step"][: self.n]
@@ -277,7 +277,5 @@ def read_store(path: str | os.PathLike[str], attrs: dict[str, Any] | None = None
             metrics = g["metrics"][:n, :n_layers, :n_metrics]
         else:
             metrics = np.zeros((n, n_layers, 0))
-        arrays = {
-            var: g[var][:n, :n_layers, : spec["size"]] for var, spec in index.arrays.items()
-        }
+        arrays = {var: g[var][:n, :n_layers, : spec["size"]] for var, spec in index.arrays.items()}
     return to_dataset(steps, metrics, arrays, index, attrs)

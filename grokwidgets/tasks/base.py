@@ -104,9 +104,23 @@ def _validate(task: Task) -> None:
     if task.kind not in ("classification", "regression"):
         msg = f"Task kind must be 'classification' or 'regression', got {task.kind!r}."
         raise ValueError(msg)
+    if task.input_kind not in ("continuous", "tokens"):
+        msg = f"input_kind must be 'continuous' or 'tokens', got {task.input_kind!r}."
+        raise ValueError(msg)
+    if task.n_outputs < 1:
+        msg = f"n_outputs must be >= 1, got {task.n_outputs}."
+        raise ValueError(msg)
+    if task.x_train.shape[1:] != task.x_test.shape[1:] or task.x_train.dtype != task.x_test.dtype:
+        msg = (
+            f"x_train {task.x_train.dtype} {tuple(task.x_train.shape)} and x_test "
+            f"{task.x_test.dtype} {tuple(task.x_test.shape)} must share dtype and feature shape."
+        )
+        raise ValueError(msg)
     for split, x, y in (("train", task.x_train, task.y_train), ("test", task.x_test, task.y_test)):
         if x.ndim != 2:
-            msg = f"x_{split} must be 2-D (samples, features or tokens), got shape {tuple(x.shape)}."
+            msg = (
+                f"x_{split} must be 2-D (samples, features or tokens), got shape {tuple(x.shape)}."
+            )
             raise ValueError(msg)
         if x.shape[0] != y.shape[0]:
             msg = (
@@ -130,9 +144,18 @@ def _validate(task: Task) -> None:
                 f"y_{split} is {y.dtype} {tuple(y.shape)}."
             )
             raise ValueError(msg)
+        elif not bool(torch.isfinite(y).all()):
+            msg = f"y_{split} holds NaN or infinite values."
+            raise ValueError(msg)
         if task.input_kind == "tokens":
             if x.dtype != torch.int64:
                 msg = f"Token inputs must be int64, x_{split} is {x.dtype}."
+                raise ValueError(msg)
+            if task.vocab_size is None:
+                msg = "Token inputs need vocab_size (the number of distinct token ids)."
+                raise ValueError(msg)
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= task.vocab_size):
+                msg = f"x_{split} holds token ids outside [0, vocab_size={task.vocab_size})."
                 raise ValueError(msg)
         elif not x.is_floating_point():
             msg = (
@@ -149,6 +172,9 @@ def register_family(name: str) -> Callable[[Callable[..., Task]], Callable[..., 
     """Register a task constructor so that :func:`from_config` can rebuild its tasks."""
 
     def deco(fn: Callable[..., Task]) -> Callable[..., Task]:
+        if name in _FAMILIES and _FAMILIES[name] is not fn:
+            msg = f"A task family named {name!r} is already registered."
+            raise ValueError(msg)
         _FAMILIES[name] = fn
         return fn
 
@@ -156,7 +182,7 @@ def register_family(name: str) -> Callable[[Callable[..., Task]], Callable[..., 
 
 
 def families() -> dict[str, Callable[..., Task]]:
-    """Registered task families by name."""
+    """Return the registered task families by name."""
     return dict(_FAMILIES)
 
 
@@ -170,7 +196,7 @@ def from_config(config: dict[str, Any]) -> Task:
     """
     cfg = dict(config)
     family = cfg.pop("family", None)
-    if family not in _FAMILIES:
+    if not isinstance(family, str) or family not in _FAMILIES:
         msg = (
             f"Unknown task family {family!r}. Known families: {sorted(_FAMILIES)}. "
             "A task made with from_tensors cannot be rebuilt from its config."

@@ -86,7 +86,8 @@ def _build_model(task: tasks.Task, spec: dict[str, Any]) -> Any:
     cls_name = spec.pop("class", "MLP")
     cls = getattr(models, cls_name, None)
     if cls is None or cls_name not in models.__all__:
-        msg = f"Unknown model class {cls_name!r}. Models: {[n for n in models.__all__ if n != 'from_config']}."
+        known = [n for n in models.__all__ if n != "from_config"]
+        msg = f"Unknown model class {cls_name!r}. Models: {known}."
         raise ValueError(msg)
     check_kwargs(cls.for_task, {"task": task, **spec}, what=f"model {cls_name}")
     return cls.for_task(task, **spec)
@@ -116,14 +117,20 @@ def run_config(
 
 
 def resume_run(dir: str | os.PathLike[str], *, progress: bool = True) -> Run:  # noqa: A002
-    """Continue the run in ``dir`` from its latest checkpoint, with the recipe in its ``run.json``."""
+    """Continue the run in ``dir`` from its latest checkpoint with the recipe in ``run.json``."""
     info = read_run_json(dir)
     cfg = info["config"]
     if cfg.get("task") is None or cfg["task"].get("family") == "from_tensors":
-        msg = f"{dir} was recorded around a custom task; resume it from Python with Monitor(..., resume=True)."
+        msg = (
+            f"{dir} was recorded around a custom task; resume it from Python with "
+            "Monitor(..., resume=True)."
+        )
         raise ValueError(msg)
     if "train" not in cfg:
-        msg = f"{dir} was not made by gw.train (no training recipe in run.json); resume it from your own loop."
+        msg = (
+            f"{dir} was not made by gw.train (no training recipe in run.json); "
+            "resume it from your own loop."
+        )
         raise ValueError(msg)
     task = tasks.from_config(cfg["task"])
     model = models.from_config(cfg["model"])

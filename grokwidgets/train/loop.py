@@ -153,7 +153,9 @@ def train(
         model.to(_DTYPES[dtype])
         task = task.to(_DTYPES[dtype])
     loss_fn = make_loss(loss, task)
-    opt = make_optimizer(optimizer, model, lr=lr, weight_decay=weight_decay, **(optimizer_kwargs or {}))
+    opt = make_optimizer(
+        optimizer, model, lr=lr, weight_decay=weight_decay, **(optimizer_kwargs or {})
+    )
     n = task.n_train
     full_batch = batch_size is None or batch_size >= n
     schedule = None if full_batch else BatchSchedule(n, int(batch_size or n), seed, shuffle)

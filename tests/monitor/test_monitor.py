@@ -80,7 +80,11 @@ def test_monitor_with_dir_writes_run_and_checkpoints(tmp_path, mod_task):
     assert ds.attrs["status"] == "finished"
     assert ds.sizes["step"] == 8
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert ckpts[:3] == ["step_00000000.safetensors", "step_00000001.safetensors", "step_00000002.safetensors"]
+    assert ckpts[:3] == [
+        "step_00000000.safetensors",
+        "step_00000001.safetensors",
+        "step_00000002.safetensors",
+    ]
 
 
 def test_interrupted_run_is_marked(tmp_path, mod_task):

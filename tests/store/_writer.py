@@ -29,7 +29,9 @@ def main() -> None:
     run_dir, mode, n_records, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     if mode == "w":
         write_run_json(run_dir, {"status": "running", "config": {}})
-    writer = ZarrRecordWriter(f"{run_dir}/metrics.zarr", mode=mode, flush_every=7, flush_seconds=1e9)
+    writer = ZarrRecordWriter(
+        f"{run_dir}/metrics.zarr", mode=mode, flush_every=7, flush_seconds=1e9
+    )
     start = writer.n
     for step in range(start, start + n_records):
         before = writer.n

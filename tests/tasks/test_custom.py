@@ -146,3 +146,27 @@ def test_cannot_be_rebuilt_from_config():
     assert task.name == "mine" and task.config["name"] == "mine"
     with pytest.raises(ValueError, match="from_tensors cannot be rebuilt"):
         from_config(task.config)
+
+
+def test_task_validation_catches_inconsistent_data():
+    import torch
+
+    from grokwidgets.tasks.base import Task
+
+    x = torch.zeros(4, 2, dtype=torch.int64)
+    y = torch.zeros(4, dtype=torch.int64)
+    ok = dict(name="t", kind="classification", x_train=x, y_train=y, x_test=x, y_test=y,
+              n_outputs=2, config={}, input_kind="tokens", vocab_size=3)
+    Task(**ok)
+    with pytest.raises(ValueError, match="vocab_size"):
+        Task(**{**ok, "vocab_size": None})
+    with pytest.raises(ValueError, match="token ids outside"):
+        Task(**{**ok, "x_test": x + 5})
+    with pytest.raises(ValueError, match="feature shape"):
+        Task(**{**ok, "x_test": torch.zeros(4, 3, dtype=torch.int64)})
+    with pytest.raises(ValueError, match="input_kind"):
+        Task(**{**ok, "input_kind": "image"})
+    yr = torch.zeros(4, 1)
+    reg = dict(ok, kind="regression", y_train=yr, y_test=yr.clone().fill_(float("nan")), n_outputs=1)
+    with pytest.raises(ValueError, match="NaN"):
+        Task(**reg)

@@ -60,7 +60,9 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resume_reproduces_uninterrupted_records(tmp_path, mod_task, optimizer):
-    kw = dict(optimizer=optimizer, batch_size=10, weight_decay=0.1, checkpoint_cadence=15, cadence=1)
+    kw = dict(
+        optimizer=optimizer, batch_size=10, weight_decay=0.1, checkpoint_cadence=15, cadence=1
+    )
     full = small_run(mod_task, steps=50, dir=tmp_path / "full", **kw)
     # An identical run that crashes inside step 38's update (after the checkpoint at 30).
     model = gw.models.MLP.for_task(mod_task, width=16, depth=1, embed_dim=8, seed=0)
@@ -85,18 +87,44 @@ def test_resume_reproduces_uninterrupted_records(tmp_path, mod_task, optimizer):
     resumed = gw.train(
         mod_task, model2, steps=50, dir=tmp_path / "cut", lr=1e-2, progress=False, resume=True, **kw
     )
-    xr.testing.assert_identical(gw.open_run(tmp_path / "full")["metrics"], gw.open_run(tmp_path / "cut")["metrics"])
+    xr.testing.assert_identical(
+        gw.open_run(tmp_path / "full")["metrics"], gw.open_run(tmp_path / "cut")["metrics"]
+    )
     for pa, pb in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
 def test_resume_after_sigkill_via_cli(tmp_path):
     """A real process killed with SIGKILL mid-run; `grokwidgets resume` finishes it exactly."""
-    sets = ["--set", "task.p=13", "--set", "train.steps=3000", "--set", "model.width=16",
-            "--set", "model.embed_dim=8", "--set", "train.batch_size=16"]
-    cmd = [sys.executable, "-m", "grokwidgets.cli", "run", "modular-addition", "--no-report", "--no-progress"]
+    sets = [
+        "--set",
+        "task.p=13",
+        "--set",
+        "train.steps=3000",
+        "--set",
+        "model.width=16",
+        "--set",
+        "model.embed_dim=8",
+        "--set",
+        "train.batch_size=16",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grokwidgets.cli",
+        "run",
+        "modular-addition",
+        "--no-report",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([*cmd, "--dir", str(tmp_path / "full"), *sets], check=True, env=env, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [*cmd, "--dir", str(tmp_path / "full"), *sets],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+    )
     proc = subprocess.Popen([*cmd, "--dir", str(tmp_path / "cut"), *sets], env=env, cwd=ROOT)
     ckpts = tmp_path / "cut" / "checkpoints"
     deadline = time.time() + 120
@@ -106,17 +134,39 @@ def test_resume_after_sigkill_via_cli(tmp_path):
     proc.wait()
     assert gw.open_run(tmp_path / "cut").attrs["status"] == "running"  # killed, never closed
     out = subprocess.run(
-        [sys.executable, "-m", "grokwidgets.cli", "resume", str(tmp_path / "cut"), "--no-report", "--no-progress"],
-        env=env, cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "grokwidgets.cli",
+            "resume",
+            str(tmp_path / "cut"),
+            "--no-report",
+            "--no-progress",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
-    xr.testing.assert_identical(gw.open_run(tmp_path / "full")["metrics"], gw.open_run(tmp_path / "cut")["metrics"])
+    xr.testing.assert_identical(
+        gw.open_run(tmp_path / "full")["metrics"], gw.open_run(tmp_path / "cut")["metrics"]
+    )
 
 
 def test_non_finite_loss_keeps_records(tmp_path, reg_task):
     model = gw.models.MLP.for_task(reg_task, width=16, depth=2, init_scale=30.0)
     with pytest.raises(NonFiniteLossError, match=r"Lower the learning rate"):
-        gw.train(reg_task, model, steps=200, lr=1e6, optimizer="sgd", dir=tmp_path, progress=False, cadence=1)
+        gw.train(
+            reg_task,
+            model,
+            steps=200,
+            lr=1e6,
+            optimizer="sgd",
+            dir=tmp_path,
+            progress=False,
+            cadence=1,
+        )
     ds = gw.open_run(tmp_path)
     assert ds.attrs["status"] == "failed"
     assert ds.sizes["step"] >= 1

@@ -1,0 +1,50 @@
+# The commands people type. Each target builds .venv itself and is quick once installed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c constraints.txt
+DEPS   := pyproject.toml constraints.txt
+
+.PHONY: demo test lab bench lint clean
+
+$(VENV)/.core: $(DEPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(PIP) -e ".[test]"
+	touch $@
+
+$(VENV)/.lint: $(VENV)/.core
+	$(PIP) -e ".[lint]"
+	touch $@
+
+$(VENV)/.notebooks: $(VENV)/.core
+	$(PIP) -e ".[notebooks]"
+	touch $@
+
+## demo: a real grokking run (modular addition) with its report, on the CPU
+demo: $(VENV)/.core
+	$(VENV)/bin/grokwidgets run modular-addition --dir runs/demo --overwrite
+
+## test: the whole test suite (pytest exit 5, no tests collected, is a failure)
+test: $(VENV)/.test
+	$(PY) -m pytest
+
+## lab: JupyterLab with the notebooks
+lab: $(VENV)/.notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+## bench: every benchmark in bench/, results in bench/RESULTS.md
+bench: $(VENV)/.core
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+## lint: ruff and mypy
+lint: $(VENV)/.lint
+	$(VENV)/bin/ruff check grokwidgets tests bench
+	$(VENV)/bin/ruff format --check grokwidgets tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import grokwidgets as gw
+from grokwidgets.report import metric_frame, render_report, report_specs, write_png, write_report
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    task = gw.tasks.modular_arithmetic(p=11, train_fraction=0.5, seed=0)
+    model = gw.models.MLP.for_task(task, width=16, depth=1, embed_dim=4)
+    d = tmp_path_factory.mktemp("run")
+    gw.train(task, model, steps=20, lr=1e-2, dir=d, progress=False)
+    return d
+
+
+def test_one_chart_per_metric_with_the_recorded_values(run_dir):
+    ds = gw.open_run(run_dir)
+    specs = report_specs(ds)
+    assert len(specs) == 1 + ds.sizes["metric"]  # accuracy overview + one per metric
+    titles = [s["title"]["text"] for s in specs[1:]]
+    assert titles == [str(m) for m in ds["metric"].values]
+    spec = specs[1 + titles.index("weight_norm")]
+    rows = next(iter(spec["datasets"].values()))
+    frame = metric_frame(ds, "weight_norm")
+    assert len(rows) == len(frame)
+    want = ds["metrics"].sel(metric="weight_norm", layer="readout").values
+    got = [r["value"] for r in rows if r["layer"] == "readout"]
+    np.testing.assert_allclose(got, want)
+
+
+def test_report_is_self_contained(run_dir):
+    html = write_report(run_dir).read_text()
+    assert not re.search(r"<script[^>]+src=", html)
+    assert "https://cdn" not in html
+    assert "vegaEmbed" in html and "test_acc" in html
+
+
+def test_unknown_metric_is_a_clear_error(run_dir):
+    with pytest.raises(KeyError, match="not recorded in this run. Recorded metrics"):
+        metric_frame(gw.open_run(run_dir), "htsr_alpha")
+
+
+def test_empty_run_renders(tmp_path):
+    task = gw.tasks.modular_arithmetic(p=5, train_fraction=0.5)
+    gw.Monitor(gw.models.MLP.for_task(task, width=4, depth=1, embed_dim=2), task, dir=tmp_path)
+    assert "No records yet" in render_report(gw.open_run(tmp_path))
+
+
+def test_png(run_dir, tmp_path):
+    out = write_png(gw.open_run(run_dir), tmp_path / "r.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="Debian's chromium is not installed (apt-get install chromium)",
+)
+def test_report_renders_offline_in_chromium(run_dir, tmp_path):
+    """Headless Chromium with networking off draws every chart as SVG."""
+    html = write_report(run_dir)
+    dom = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            html.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    n_charts = len(report_specs(gw.open_run(run_dir)))
+    assert dom.count("<svg") >= n_charts
+    assert "failed to render" not in dom
