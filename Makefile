@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: demo test lab bench lint clean
+.PHONY: demo test lab bench lint clean browser
 
 $(VENV)/.core: $(DEPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,19 @@ demo: $(VENV)/.core
 	$(VENV)/bin/grokwidgets run modular-addition --dir runs/demo --overwrite
 
 ## test: the whole test suite (pytest exit 5, no tests collected, is a failure)
-test: $(VENV)/.test
+test: $(VENV)/.test browser
 	$(PY) -m pytest
+
+# Real-browser tests use Debian's chromium; install it where we can (root on Debian),
+# otherwise those tests skip and say how to enable them.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	    && echo "installed chromium for the browser tests" \
+	    || echo "could not install chromium: browser tests will skip"; \
+	  else echo "chromium not found: browser tests will skip (sudo apt-get install chromium)"; fi; }
 
 ## lab: JupyterLab with the notebooks
 lab: $(VENV)/.notebooks

@@ -133,5 +133,7 @@ def write_png(ds: xr.Dataset, out: str | os.PathLike[str], columns: int = 2) -> 
     """A PNG of the report's charts (vl-convert), e.g. for a README."""
     charts = report_charts(ds)
     rows = [alt.hconcat(*charts[i : i + columns]) for i in range(0, len(charts), columns)]
-    alt.vconcat(*rows).save(str(out), format="png", scale_factor=1.0)
+    alt.vconcat(*rows).resolve_scale(color="independent").save(
+        str(out), format="png", scale_factor=1.0
+    )
     return Path(out)

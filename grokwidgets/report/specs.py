@@ -13,6 +13,11 @@ from grokwidgets.diagnostics.phases import select_metric
 LOG_Y = ("loss", "norm", "grad")
 
 
+def _step_axis() -> alt.X:
+    # Log-step axis, as grokking is read; the step-0 record (init) has no place on it.
+    return alt.X("step:Q", scale=alt.Scale(type="log"), title="step (log)")
+
+
 def metric_frame(ds: xr.Dataset, metric: str) -> pd.DataFrame:
     """Long-form table (step, layer, value) of one metric, without missing values."""
     select_metric(ds, metric, str(ds["layer"].values[0]))  # clear error for an unknown name
@@ -30,6 +35,7 @@ def metric_frame(ds: xr.Dataset, metric: str) -> pd.DataFrame:
 def metric_chart(ds: xr.Dataset, metric: str, *, width: int = 420, height: int = 220) -> alt.Chart:
     """Line chart of ``metric`` over steps (symlog step axis), one colour per layer."""
     frame = metric_frame(ds, metric)
+    frame = frame[frame["step"] > 0]
     info = ds.attrs.get("metric_info", {}).get(metric, {})
     unit = info.get("unit", "")
     positive = bool(len(frame)) and bool((frame["value"] > 0).all())
@@ -37,7 +43,7 @@ def metric_chart(ds: xr.Dataset, metric: str, *, width: int = 420, height: int =
     y_title = metric if unit in ("", "1") else f"{metric} ({unit})"
     layers = sorted(frame["layer"].unique()) if len(frame) else ["model"]
     encode: dict[str, object] = {
-        "x": alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step"),
+        "x": _step_axis(),
         "y": alt.Y("value:Q", scale=alt.Scale(type="log" if log_y else "linear"), title=y_title),
         "tooltip": ["step:Q", "layer:N", alt.Tooltip("value:Q", format=".4g")],
     }
@@ -62,11 +68,12 @@ def accuracy_chart(ds: xr.Dataset, *, width: int = 420, height: int = 220) -> al
         f = f[f["layer"] == "model"].assign(split=name.split("_")[0])
         frames.append(f)
     frame = pd.concat(frames, ignore_index=True)
+    frame = frame[frame["step"] > 0]
     return (
         alt.Chart(frame, title=alt.Title("accuracy", subtitle="train and test"))
         .mark_line()
         .encode(
-            x=alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step"),
+            x=_step_axis(),
             y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
             color=alt.Color("split:N", sort=["train", "test"], title="split"),
             tooltip=["step:Q", "split:N", alt.Tooltip("value:Q", format=".3f")],

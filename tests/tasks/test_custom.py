@@ -155,8 +155,18 @@ def test_task_validation_catches_inconsistent_data():
 
     x = torch.zeros(4, 2, dtype=torch.int64)
     y = torch.zeros(4, dtype=torch.int64)
-    ok = dict(name="t", kind="classification", x_train=x, y_train=y, x_test=x, y_test=y,
-              n_outputs=2, config={}, input_kind="tokens", vocab_size=3)
+    ok = dict(
+        name="t",
+        kind="classification",
+        x_train=x,
+        y_train=y,
+        x_test=x,
+        y_test=y,
+        n_outputs=2,
+        config={},
+        input_kind="tokens",
+        vocab_size=3,
+    )
     Task(**ok)
     with pytest.raises(ValueError, match="vocab_size"):
         Task(**{**ok, "vocab_size": None})
@@ -167,6 +177,8 @@ def test_task_validation_catches_inconsistent_data():
     with pytest.raises(ValueError, match="input_kind"):
         Task(**{**ok, "input_kind": "image"})
     yr = torch.zeros(4, 1)
-    reg = dict(ok, kind="regression", y_train=yr, y_test=yr.clone().fill_(float("nan")), n_outputs=1)
+    reg = dict(
+        ok, kind="regression", y_train=yr, y_test=yr.clone().fill_(float("nan")), n_outputs=1
+    )
     with pytest.raises(ValueError, match="NaN"):
         Task(**reg)
