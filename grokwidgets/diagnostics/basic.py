@@ -19,6 +19,7 @@ Liu, Michaud & Tegmark (2022), arXiv:2210.01117.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -85,7 +86,7 @@ def weights(probe: Probe) -> dict[str, float | dict[str, float]]:
                 diff_sq += float((param - init).square().sum())
                 init_sq += float(init.square().sum())
         for path, module in probe.layers.items():
-            w = module.weight
+            w = cast(torch.Tensor, module.weight)
             weight_norm[path] = float(torch.linalg.vector_norm(w))
             init = probe.state.get(f"init.{path}.weight")
             if init is not None:
@@ -127,7 +128,7 @@ def grad_norm(probe: Probe) -> dict[str, dict[str, float]]:
                 seen = True
                 total_sq += float(param.grad.square().sum())
         for path, module in probe.layers.items():
-            g = module.weight.grad
+            g = cast(torch.Tensor, module.weight).grad
             if g is not None:
                 per_layer[path] = float(torch.linalg.vector_norm(g))
     if not seen:

@@ -37,7 +37,7 @@ def vega_bundle() -> str:
     """Vega + vega-lite + vega-embed as one script (from vl-convert, no network)."""
     import vl_convert as vlc
 
-    return str(vlc.javascript_bundle())
+    return str(vlc.javascript_bundle())  # type: ignore[call-arg]
 
 
 def _script_json(obj: Any) -> str:

@@ -38,6 +38,11 @@ class StoreError(RuntimeError):
     """A run store that cannot be read or written as asked."""
 
 
+def _arr(group: zarr.Group, name: str) -> Any:
+    """An array of the group (zarr types it as array-or-group)."""
+    return group[name]
+
+
 def _capacity(needed: int, current: int, minimum: int) -> int:
     cap = max(current, minimum)
     while cap < needed:
@@ -101,7 +106,7 @@ class ZarrRecordWriter:
         if self._tail is not None:
             return self._tail.step
         if self.n:
-            return int(self._group["step"][self.n - 1])
+            return int(_arr(self._group, "step")[self.n - 1])
         return None
 
     def append(self, record: Record) -> None:
@@ -147,11 +152,11 @@ class ZarrRecordWriter:
         start, stop = self.n, self.n + len(self._buffer)
         self._ensure_capacity(stop)
         n_layers, n_metrics = len(self.index.layers), len(self.index.metrics)
-        self._group["step"][start:stop] = steps
+        _arr(self._group, "step")[start:stop] = steps
         if n_metrics:
-            self._group["metrics"][start:stop, :n_layers, :n_metrics] = metrics
+            _arr(self._group, "metrics")[start:stop, :n_layers, :n_metrics] = metrics
         for var, values in arrays.items():
-            self._group[var][start:stop, :n_layers, : values.shape[2]] = values
+            _arr(self._group, var)[start:stop, :n_layers, : values.shape[2]] = values
         self.n = stop
         self._tail = self._buffer[-1]
         self._buffer = []
@@ -161,7 +166,7 @@ class ZarrRecordWriter:
         """Drop committed records with ``step > max_step`` (to resume); return the count kept."""
         self.flush()
         if self.n:
-            steps = self._group["step"][: self.n]
+            steps = _arr(self._group, "step")[: self.n]
             self.n = int(np.searchsorted(steps, max_step, side="right"))
         self._tail = None
         self._commit()
@@ -174,14 +179,14 @@ class ZarrRecordWriter:
     # -- internals -------------------------------------------------------------------------
     def _read_row(self, i: int) -> Record:
         index = self.index
-        row = self._group["metrics"][i, : len(index.layers), : len(index.metrics)]
-        rec = Record(step=int(self._group["step"][i]))
+        row = _arr(self._group, "metrics")[i, : len(index.layers), : len(index.metrics)]
+        rec = Record(step=int(_arr(self._group, "step")[i]))
         for li, layer in enumerate(index.layers):
             for mi, metric in enumerate(index.metrics):
                 if not np.isnan(row[li, mi]):
                     rec.values[(layer, metric)] = float(row[li, mi])
         for var, spec in index.arrays.items():
-            vals = self._group[var][i, : len(index.layers), : spec["size"]]
+            vals = _arr(self._group, var)[i, : len(index.layers), : spec["size"]]
             for li, layer in enumerate(index.layers):
                 if not np.all(np.isnan(vals[li])):
                     rec.arrays.setdefault(var, {})[layer] = vals[li]
@@ -229,7 +234,7 @@ class ZarrRecordWriter:
                 dimension_names=dims,
             )
             return
-        arr = self._group[name]
+        arr = _arr(self._group, name)
         if all(n <= s for n, s in zip(needed, arr.shape, strict=True)):
             return
         shape = tuple(_capacity(n, s, 1) for n, s in zip(needed, arr.shape, strict=True))
@@ -272,10 +277,12 @@ def read_store(path: str | os.PathLike[str], attrs: dict[str, Any] | None = None
         arrays = {v: np.zeros((0, n_layers, s["size"])) for v, s in index.arrays.items()}
     else:
         g = zarr.open_group(str(path), mode="r")
-        steps = g["step"][:n]
+        steps = _arr(g, "step")[:n]
         if n_metrics:
-            metrics = g["metrics"][:n, :n_layers, :n_metrics]
+            metrics = _arr(g, "metrics")[:n, :n_layers, :n_metrics]
         else:
             metrics = np.zeros((n, n_layers, 0))
-        arrays = {var: g[var][:n, :n_layers, : spec["size"]] for var, spec in index.arrays.items()}
+        arrays = {
+            var: _arr(g, var)[:n, :n_layers, : spec["size"]] for var, spec in index.arrays.items()
+        }
     return to_dataset(steps, metrics, arrays, index, attrs)
