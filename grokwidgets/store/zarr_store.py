@@ -193,7 +193,6 @@ class ZarrRecordWriter:
         return rec
 
     def _ensure_capacity(self, rows: int) -> None:
-        g = self._group
         n_layers, n_metrics = len(self.index.layers), len(self.index.metrics)
         self._grow("step", (rows,), (STEP_CHUNK,), np.int64, ("step",), fill=0)
         if n_metrics:
@@ -212,7 +211,6 @@ class ZarrRecordWriter:
                 np.float64,
                 ("step", "layer", spec["dim"]),
             )
-        del g
 
     def _grow(
         self,
