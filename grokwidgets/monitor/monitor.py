@@ -321,7 +321,7 @@ class Monitor:
 
     def _emit(self, record: Record) -> None:
         if self._writer is not None:
-            self._writer.set_metric_info(self._index.metric_info)
+            # self._index is the writer's index, so user metric info is already there.
             self._writer.append(record)
         else:
             if self._memory and self._memory[-1].step == record.step:
