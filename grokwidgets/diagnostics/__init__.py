@@ -1,6 +1,6 @@
 """Diagnostics: one module per family, each a set of functions registered by name."""
 
-from grokwidgets.diagnostics import basic, phases
+from grokwidgets.diagnostics import basic, htsr, phases
 from grokwidgets.diagnostics.registry import (
     Diagnostic,
     MetricInfo,
@@ -14,6 +14,7 @@ __all__ = [
     "MetricInfo",
     "available",
     "basic",
+    "htsr",
     "phases",
     "register",
     "register_group",

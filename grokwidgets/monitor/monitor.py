@@ -270,6 +270,8 @@ class Monitor:
             probe = self._probe(step, precomputed)
             for diag in due:
                 self._add_values(record, diag, diag.fn(probe))
+            if probe.nan_reasons:
+                self._index.add_nan_reasons(probe.nan_reasons)
             self._add_scalars(record, scalars)
             self._emit(record)
         self._last_step = max(self._last_step, step)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from grokwidgets.store.records import MODEL_LAYER
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import LossFn, accuracy
 
@@ -60,6 +62,16 @@ class Probe:
         self._outputs: dict[str, Tensor] = {k: v.detach() for k, v in (precomputed or {}).items()}
         self._layers: dict[str, nn.Module] | None = None
         self.cache: dict[str, Any] = {}  # for diagnostics that share intermediate results
+        self.nan_reasons: dict[str, dict[str, str]] = {}  # metric -> layer -> reason
+
+    def nan(self, metric: str, reason: str, layer: str = MODEL_LAYER) -> float:
+        """Return NaN for ``metric`` at ``layer`` and record why.
+
+        The reasons are stored with the run and appear as ``ds.attrs["nan_reasons"]``
+        (``{metric: {layer: reason}}``), so a NaN is never left unexplained.
+        """
+        self.nan_reasons.setdefault(metric, {})[layer] = reason
+        return math.nan
 
     @property
     def layers(self) -> dict[str, nn.Module]:

@@ -43,6 +43,13 @@ class Index:
     metrics: list[str] = field(default_factory=list)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)  # var -> {"dim", "size"}
     metric_info: dict[str, dict[str, str]] = field(default_factory=dict)
+    # metric -> layer -> why that value is NaN (the latest reason given)
+    nan_reasons: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add_nan_reasons(self, reasons: dict[str, dict[str, str]]) -> None:
+        """Merge reasons diagnostics gave for NaN values."""
+        for metric, per_layer in reasons.items():
+            self.nan_reasons.setdefault(metric, {}).update(per_layer)
 
     def add(self, record: Record) -> None:
         """Extend the index with the names ``record`` introduces."""
@@ -70,6 +77,7 @@ class Index:
             "metrics": self.metrics,
             "arrays": self.arrays,
             "metric_info": self.metric_info,
+            "nan_reasons": self.nan_reasons,
         }
 
     @classmethod
@@ -80,6 +88,7 @@ class Index:
             metrics=list(obj["metrics"]),
             arrays={k: dict(v) for k, v in obj.get("arrays", {}).items()},
             metric_info=dict(obj.get("metric_info", {})),
+            nan_reasons={k: dict(v) for k, v in obj.get("nan_reasons", {}).items()},
         )
 
 
@@ -150,6 +159,8 @@ def to_dataset(
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(attrs or {})
     ds.attrs["metric_info"] = {m: dict(info.get(m, {})) for m in index.metrics}
+    if index.nan_reasons:
+        ds.attrs["nan_reasons"] = {m: dict(v) for m, v in index.nan_reasons.items()}
     ds["metrics"].attrs["long_name"] = "scalar diagnostics"
     return ds
 
