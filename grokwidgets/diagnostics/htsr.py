@@ -41,7 +41,8 @@ mp_fit=True)``), so the numbers agree with it (tests check α and xmin to 1e-3):
   large elements (not correlations) show up as spikes even after shuffling.
   ``rand_distance`` is the Jensen–Shannon distance between the sorted ESD and a shuffled
   ESD. WeightWatcher draws a second shuffle for the distance; we reuse the first (same
-  distribution, half the cost). Shuffles are seeded, so a run's values are reproducible.
+  distribution, half the cost), and compute the shuffled ESD in float32 (it only enters
+  statistics). Shuffles are seeded, so a run's values are reproducible.
 - **Whole model** (layer ``"model"``): the mean over layers of ``log_norm``, α, α̂,
   ``log_alpha_norm``, ``log_spectral_norm``, ``stable_rank`` and ``mp_softrank``, as
   ``WeightWatcher.get_summary()``, except that layers without a fit are left out (it
@@ -178,12 +179,16 @@ def weight_matrices(weight: Tensor) -> tuple[Tensor, int, int, float]:
     return slices, int(n), int(m), scale
 
 
-def esd(slices: Tensor) -> np.ndarray:
-    """Pooled eigenvalues of WᵀW over ``slices`` (k, rows, cols), ascending, float64."""
-    s = slices.to(torch.float64)
+def esd(slices: Tensor, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Pooled eigenvalues of WᵀW over ``slices`` (k, rows, cols), ascending.
+
+    Computed in ``dtype`` (float64 for the layer's own ESD; float32 suffices for the
+    shuffled reference, whose eigenvalues only enter statistics) and returned as float64.
+    """
+    s = slices.to(dtype)
     gram = s.mT @ s if s.shape[1] >= s.shape[2] else s @ s.mT
     evals = torch.linalg.eigvalsh(gram).clamp_min(0.0).reshape(-1)
-    return np.sort(evals.numpy())
+    return np.sort(evals.numpy().astype(np.float64))
 
 
 def shuffled(slices: Tensor, generator: torch.Generator) -> Tensor:
@@ -269,7 +274,8 @@ def analyze_layer(
     if randomize:
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         replicas = 5 if n_evals < RANDOM_REPLICAS_BELOW else 1
-        rand = [esd(shuffled(slices, gen)) for _ in range(replicas)]
+        single = slices.to(torch.float32)
+        rand = [esd(shuffled(single, gen), torch.float32) for _ in range(replicas)]
         rand_evals = np.sort(np.concatenate(rand))
         rand_fit = mp_fit(rand_evals, n, m)
         values["htsr_num_traps"] = float(rand_fit.num_spikes) if not rand_fit.reason else math.nan
