@@ -48,7 +48,7 @@ lab: $(VENV)/.notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 ## bench: every benchmark in bench/, results in bench/RESULTS.md
-bench: $(VENV)/.core
+bench: $(VENV)/.test
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
 
 ## lint: ruff and mypy
