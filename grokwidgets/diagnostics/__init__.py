@@ -1,6 +1,6 @@
 """Diagnostics: one module per family, each a set of functions registered by name."""
 
-from grokwidgets.diagnostics import basic, htsr, phases
+from grokwidgets.diagnostics import basic, geometry, htsr, phases, probes
 from grokwidgets.diagnostics.registry import (
     Diagnostic,
     MetricInfo,
@@ -14,8 +14,10 @@ __all__ = [
     "MetricInfo",
     "available",
     "basic",
+    "geometry",
     "htsr",
     "phases",
+    "probes",
     "register",
     "register_group",
 ]
