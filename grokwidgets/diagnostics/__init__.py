@@ -1,6 +1,6 @@
 """Diagnostics: one module per family, each a set of functions registered by name."""
 
-from grokwidgets.diagnostics import basic, geometry, htsr, phases, probes
+from grokwidgets.diagnostics import basic, geometry, htsr, kernel, phases, probes
 from grokwidgets.diagnostics.registry import (
     Diagnostic,
     MetricInfo,
@@ -16,6 +16,7 @@ __all__ = [
     "basic",
     "geometry",
     "htsr",
+    "kernel",
     "phases",
     "probes",
     "register",

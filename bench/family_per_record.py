@@ -1,10 +1,12 @@
-"""Time per record of the representation families (``probes``, ``geometry``) on MNIST.
+"""Time per record of the representation and kernel families (probes, geometry, ntk) on MNIST.
 
 Model: the Omnigrok MNIST MLP 784-200-200-10 (ReLU, init scale 8, AdamW lr 1e-3, wd 0.01,
 batch 200, MSE on one-hot). Records are taken every ``--every`` steps of real training, so the
 warm-started probes see a representation that moves as it does in a run. Per record we time:
 the two hooked forward passes (train and test probe rows), ``probes`` (one L-BFGS logistic
-probe per layer: ``encoder.0`` and ``readout``) and ``geometry`` (1,024 test rows, RSA on 512).
+probe per layer: ``encoder.0`` and ``readout``), ``geometry`` (1,024 test rows, RSA on 512)
+and ``ntk`` (the empirical NTK on a 256-sample probe batch, its statistics and the
+linearization gap; target for the whole family: under 1 s per record on 2 cores).
 The first record is cold (no warm start); the median is over the later ones.
 
 Variants: ``--n-train 1000`` (the paper's 1,000 train images, so a 1,000-row train probe set)
@@ -24,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 import grokwidgets as gw
-import grokwidgets.diagnostics.geometry  # noqa: F401  (registers "geometry")
 from grokwidgets.diagnostics._features import capture
 from grokwidgets.diagnostics.probes import DEFAULT_TOL, register_probes
 from grokwidgets.diagnostics.registry import resolve
@@ -50,15 +51,25 @@ def main() -> None:
     if args.tol != DEFAULT_TOL:
         name = "probes_bench"
         register_probes(name, tol=args.tol)
-    probes_diag, geometry_diag = resolve([name, "geometry"])
+    probes_diag, geometry_diag, ntk_diag = resolve([name, "geometry", "ntk"])
     state: dict[str, torch.Tensor] = {}
-    assert geometry_diag.setup is not None
-    geometry_diag.setup(Probe(model, task, 0, None, state))
-    timings: dict[str, list[float]] = {"capture": [], "probes": [], "geometry": [], "total": []}
+    loss_fn = gw.tasks.losses.make_loss("mse", task)
+    t0 = time.perf_counter()
+    for diag in (geometry_diag, ntk_diag):
+        assert diag.setup is not None
+        diag.setup(Probe(model, task, 0, loss_fn, state))
+    setup_s = time.perf_counter() - t0
+    timings: dict[str, list[float]] = {
+        "capture": [],
+        "probes": [],
+        "geometry": [],
+        "ntk": [],
+        "total": [],
+    }
     last: dict[str, object] = {}
     gen = torch.Generator().manual_seed(0)
     for record in range(args.records):
-        probe = Probe(model, task, record * args.every, None, state)
+        probe = Probe(model, task, record * args.every, loss_fn, state)
         t0 = time.perf_counter()
         capture(probe, "train")
         capture(probe, "test")
@@ -67,10 +78,13 @@ def main() -> None:
         t2 = time.perf_counter()
         geometry_diag.fn(probe)
         t3 = time.perf_counter()
+        ntk_diag.fn(probe)
+        t4 = time.perf_counter()
         timings["capture"].append(t1 - t0)
         timings["probes"].append(t2 - t1)
         timings["geometry"].append(t3 - t2)
-        timings["total"].append(t3 - t0)
+        timings["ntk"].append(t4 - t3)
+        timings["total"].append(t4 - t0)
         last = {
             "step": probe.step,
             "probe_test_acc_readout": values["probe_test_acc"]["readout"],  # type: ignore[index]
@@ -87,6 +101,7 @@ def main() -> None:
         "n_train": args.n_train,
         "threads": torch.get_num_threads(),
         "tol": args.tol,
+        "setup_s": round(setup_s, 3),
         "first_record_s": {k: round(v[0], 4) for k, v in timings.items()},
         "median_later_s": {k: round(statistics.median(v[1:]), 4) for k, v in timings.items()},
         "max_later_s": {k: round(max(v[1:]), 4) for k, v in timings.items()},
