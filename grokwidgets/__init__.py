@@ -7,7 +7,7 @@ safetensors checkpoints beside it.
 
 __version__ = "0.1.0"
 
-from grokwidgets import diagnostics, models, tasks  # noqa: E402
+from grokwidgets import diagnostics, models, tasks, widgets  # noqa: E402
 from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
 from grokwidgets.store import open_run  # noqa: E402
 from grokwidgets.train import Run, train  # noqa: E402
@@ -22,4 +22,5 @@ __all__ = [
     "open_run",
     "tasks",
     "train",
+    "widgets",
 ]

@@ -103,6 +103,7 @@ def train(
     dtype: Literal["float32", "float64"] | None = None,
     optimizer_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    live: bool = False,
 ) -> Run:
     """Train ``model`` on ``task`` for ``steps`` optimizer steps, recording diagnostics.
 
@@ -137,6 +138,9 @@ def train(
         Extra arguments of the optimizer (``betas``, ``momentum``, ...).
     progress : bool
         Show a tqdm progress bar.
+    live : bool
+        In a Jupyter notebook, show a :class:`~grokwidgets.widgets.LiveMonitor` that updates
+        while the run trains; does nothing elsewhere.
 
     Returns
     -------
@@ -185,6 +189,11 @@ def train(
         overwrite=overwrite,
         config={"seed": seed, "train": recipe},
     )
+    view = None
+    if live:
+        from grokwidgets.widgets._notebook import show_live
+
+        view = show_live(monitor)
     start = monitor.resume_step or 0
     reuse_outputs = full_batch and not _stochastic(model)
     x, y = task.x_train, task.y_train
@@ -235,7 +244,11 @@ def train(
         raise
     finally:
         bar.close()
+        if view is not None:
+            view.flush()
     monitor.close("finished")
+    if view is not None:
+        view.status = monitor.status
     return Run(
         task=task,
         model=model,

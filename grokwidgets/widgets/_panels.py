@@ -1,0 +1,221 @@
+"""The widgets' panels as Vega-Lite specs (Altair) over named datasets.
+
+Each panel reads named datasets (``{"name": "loss"}``) so the front end can stream rows into
+them with Vega changesets; :func:`inline_spec` fills them in for the static forms (PNG and
+self-contained HTML). The step axis is the reports' log-step axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+
+from grokwidgets.report.specs import _step_axis
+from grokwidgets.widgets._frame import Table
+
+#: Width and height of one chart, in pixels.
+WIDTH, HEIGHT = 360, 200
+
+
+def _data(name: str) -> alt.Data:
+    return alt.Data(name=name)
+
+
+def _series(name: str, title: str, y: alt.Y, *, interpolate: Any = "linear") -> alt.Chart:
+    return (
+        alt.Chart(_data(name), title=title)
+        .mark_line(interpolate=interpolate, clip=True)
+        .encode(
+            x=_step_axis(),
+            y=y,
+            color=alt.Color("series:N", title=None),
+            tooltip=["step:Q", "series:N", alt.Tooltip("value:Q", format=".4g")],
+        )
+        .properties(width=WIDTH, height=HEIGHT)
+    )
+
+
+def _cursor(chart: Any, cursor: bool) -> Any:
+    if not cursor:
+        return chart
+    rule = alt.Chart(_data("cursor")).mark_rule(color="#888", strokeDash=[4, 3]).encode(x="step:Q")
+    return alt.layer(chart, rule)
+
+
+def _log(title: str) -> alt.Y:
+    return alt.Y("value:Q", scale=alt.Scale(type="log"), title=title)
+
+
+def _lin(title: str, domain: list[float] | None = None) -> alt.Y:
+    scale = alt.Scale(domain=domain) if domain else alt.Undefined
+    return alt.Y("value:Q", scale=scale, title=title)
+
+
+def loss_chart(cursor: bool = False) -> alt.TopLevelMixin:
+    """Train and test loss over steps, log–log."""
+    return _cursor(_series("loss", "loss", _log("loss")), cursor)
+
+
+def accuracy_chart(cursor: bool = False) -> alt.TopLevelMixin:
+    """Train and test accuracy over steps."""
+    return _cursor(_series("accuracy", "accuracy", _lin("accuracy", [0, 1])), cursor)
+
+
+def representation_chart(cursor: bool = False) -> alt.TopLevelMixin:
+    """Linear-probe test accuracy per layer against the model's, and readout misalignment."""
+    probes = _series("probe_acc", "probe accuracy per layer", _lin("test accuracy", [0, 1]))
+    mis = _series("misalignment", "readout misalignment", _lin("probe − model accuracy"))
+    return alt.hconcat(_cursor(probes, cursor), _cursor(mis, cursor))
+
+
+def kernel_chart(cursor: bool = False) -> alt.TopLevelMixin:
+    """Kernel–label alignment and kernel velocity over steps; kernel spectrum now."""
+    align = _series("ntk_alignment", "kernel–label alignment", _lin("alignment"))
+    vel = _series("ntk_velocity", "kernel velocity", _lin("velocity"))
+    spec = (
+        alt.Chart(_data("kernel_spectrum"), title="kernel spectrum")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank"),
+            y=alt.Y("value:Q", scale=alt.Scale(type="log"), title="eigenvalue"),
+            color=alt.Color("layer:N", title=None),
+            tooltip=["layer:N", "rank:Q", alt.Tooltip("value:Q", format=".4g")],
+        )
+        .properties(width=WIDTH, height=HEIGHT)
+    )
+    return alt.hconcat(_cursor(align, cursor), _cursor(vel, cursor), spec)
+
+
+def spectral_chart(cursor: bool = False) -> alt.TopLevelMixin:
+    """HTSR α per layer (α = 2 and α = 6 marked), the current ESD with its fit, trap count."""
+    band = (
+        alt.Chart(alt.Data(values=[{"lo": 2.0, "hi": 6.0}]))
+        .mark_rect(opacity=0.12, color="#2a9d8f")
+        .encode(y=alt.Y("lo:Q"), y2="hi:Q")
+    )
+    rules = (
+        alt.Chart(alt.Data(values=[{"a": 2.0}, {"a": 6.0}]))
+        .mark_rule(color="#2a9d8f", strokeDash=[2, 2])
+        .encode(y="a:Q")
+    )
+    alpha = alt.layer(
+        band, rules, _series("alpha", "HTSR α per layer (band: 2 ≤ α ≤ 6)", _lin("α"))
+    )
+    esd_x = alt.X("lam:Q", scale=alt.Scale(type="log"), title="eigenvalue λ of WᵀW")
+    esd_y = alt.Y("density:Q", scale=alt.Scale(type="log"), title="density")
+    hist = (
+        alt.Chart(_data("esd"))
+        .mark_line(interpolate="step", point=alt.OverlayMarkDef(size=10))
+        .encode(x=esd_x, y=esd_y, color=alt.Color("layer:N", title=None))
+    )
+    fit = (
+        alt.Chart(_data("esd_fit"))
+        .mark_line(strokeDash=[6, 3])
+        .encode(x="lam:Q", y="density:Q", color="layer:N", detail="layer:N")
+    )
+    marks = (
+        alt.Chart(_data("esd_marks"))
+        .mark_rule()
+        .encode(
+            x="x:Q",
+            color="layer:N",
+            strokeDash=alt.StrokeDash("kind:N", title=None),
+            tooltip=["layer:N", "kind:N", alt.Tooltip("x:Q", format=".4g")],
+        )
+    )
+    esd = alt.layer(hist, fit, marks, title="ESD (power law, xmin, MP edge)").properties(
+        width=WIDTH, height=HEIGHT
+    )
+    traps = _series("traps", "correlation traps", _lin("traps"), interpolate="step-after")
+    return alt.hconcat(_cursor(alpha, cursor), esd, _cursor(traps, cursor)).resolve_scale(
+        color="independent", strokeDash="independent"
+    )
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A panel: its id, title, datasets, the names that make it appear, its chart."""
+
+    id: str
+    title: str
+    datasets: tuple[str, ...]
+    names: tuple[str, ...]  # metric or array names; the panel shows when any is known
+    chart: Callable[[bool], alt.TopLevelMixin]
+
+
+PANELS: tuple[Panel, ...] = (
+    Panel("loss", "loss", ("loss",), ("train_loss", "test_loss"), loss_chart),
+    Panel("accuracy", "accuracy", ("accuracy",), ("train_acc", "test_acc"), accuracy_chart),
+    Panel(
+        "representation",
+        "representation / readout",
+        ("probe_acc", "misalignment"),
+        ("probe_test_acc", "readout_misalignment"),
+        representation_chart,
+    ),
+    Panel(
+        "kernel",
+        "kernel",
+        ("ntk_alignment", "ntk_velocity", "kernel_spectrum"),
+        ("ntk_alignment", "ntk_velocity", "kernel_spectrum"),
+        kernel_chart,
+    ),
+    Panel(
+        "spectral",
+        "spectral (HTSR)",
+        ("alpha", "esd", "esd_fit", "esd_marks", "traps"),
+        ("htsr_alpha", "spectrum", "htsr_num_traps"),
+        spectral_chart,
+    ),
+)
+
+
+def panels_for(names: Iterable[str]) -> list[Panel]:
+    """The panels that show something of the recorded/declared ``names``."""
+    known = set(names)
+    return [p for p in PANELS if known.intersection(p.names)]
+
+
+def panel_spec(panel: Panel, cursor: bool = False) -> dict[str, Any]:
+    """Vega-Lite spec (dict) of ``panel``; its datasets are referenced by name, left empty."""
+    spec: dict[str, Any] = panel.chart(cursor).to_dict()
+    spec["usermeta"] = {"panel": panel.id, "title": panel.title}
+    return spec
+
+
+def inline_spec(spec: dict[str, Any], tables: dict[str, Table]) -> dict[str, Any]:
+    """``spec`` with its named datasets filled with ``tables`` (for static rendering)."""
+    out = dict(spec)
+    datasets = dict(out.get("datasets", {}))
+    for name in _names(spec):
+        datasets[name] = _records(tables.get(name, {}))
+    out["datasets"] = datasets
+    return out
+
+
+def _records(table: Table) -> list[dict[str, Any]]:
+    keys = list(table)
+    cols = [table[k].tolist() for k in keys]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
+
+
+def _names(obj: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        data = obj.get("data")
+        if isinstance(data, dict) and set(data) == {"name"}:
+            found.add(str(data["name"]))
+        for v in obj.values():
+            found |= _names(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= _names(v)
+    return found
+
+
+def dataset_names(spec: dict[str, Any]) -> set[str]:
+    """Names of the datasets ``spec`` reads."""
+    return _names(spec)

@@ -1,0 +1,206 @@
+"""The rows each panel draws, read off a run Dataset (all steps, or the state at one step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from grokwidgets.store.records import MODEL_LAYER
+from grokwidgets.widgets._frame import Table
+
+#: Bins of the empirical spectral density (log-spaced).
+ESD_BINS = 40
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a time-series table: ``metric`` at ``layer`` (``None``: every layer)."""
+
+    metric: str
+    layer: str | None = MODEL_LAYER
+    label: str | None = None  # series label; default: the layer
+    skip_model: bool = False  # with layer=None, leave out the whole-model value
+
+
+#: Time-series datasets (columns step, series, value) and the series they hold.
+TIME_SERIES: dict[str, tuple[Series, ...]] = {
+    "loss": (Series("train_loss", label="train"), Series("test_loss", label="test")),
+    "accuracy": (Series("train_acc", label="train"), Series("test_acc", label="test")),
+    "probe_acc": (
+        Series("probe_test_acc", layer=None, skip_model=True),
+        Series("test_acc", label="model (test_acc)"),
+    ),
+    "misalignment": (Series("readout_misalignment"),),
+    "ntk_alignment": (Series("ntk_alignment", layer=None),),
+    "ntk_velocity": (Series("ntk_velocity", layer=None),),
+    "alpha": (Series("htsr_alpha", layer=None, skip_model=True),),
+    "traps": (Series("htsr_num_traps", layer=None, skip_model=True),),
+}
+
+#: Datasets that show the state at one step (replaced, never appended).
+CURRENT = ("esd", "esd_fit", "esd_marks", "kernel_spectrum")
+
+
+def _empty_series() -> Table:
+    return {"step": np.zeros(0), "series": np.zeros(0, dtype=object), "value": np.zeros(0)}
+
+
+def series_tables(ds: xr.Dataset) -> dict[str, Table]:
+    """Every time-series dataset of ``ds`` (rows with finite values at steps > 0)."""
+    metrics = [str(m) for m in ds["metric"].values]
+    layers = [str(x) for x in ds["layer"].values]
+    steps = ds["step"].values.astype(np.float64)
+    values = ds["metrics"].transpose("step", "layer", "metric").values
+    out: dict[str, Table] = {}
+    for name, series in TIME_SERIES.items():
+        parts: list[Table] = []
+        for s in series:
+            if s.metric not in metrics:
+                continue
+            mi = metrics.index(s.metric)
+            wanted = layers if s.layer is None else [s.layer]
+            for layer in wanted:
+                if layer not in layers or (s.skip_model and layer == MODEL_LAYER):
+                    continue
+                col = values[:, layers.index(layer), mi]
+                ok = np.isfinite(col) & (steps > 0)
+                label = s.label if s.label is not None else layer
+                parts.append(
+                    {
+                        "step": steps[ok],
+                        "series": np.full(int(ok.sum()), label, dtype=object),
+                        "value": col[ok],
+                    }
+                )
+        out[name] = concat(parts) if parts else _empty_series()
+    return out
+
+
+def concat(tables: list[Table]) -> Table:
+    """Row-wise concatenation of tables with the same columns."""
+    if not tables:
+        return {}
+    return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+
+
+def _metric_at(ds: xr.Dataset, metric: str, layer: str) -> float:
+    if metric not in ds["metric"].values or layer not in ds["layer"].values:
+        return float("nan")
+    return float(ds["metrics"].sel(metric=metric, layer=layer).values)
+
+
+def esd_tables(ds: xr.Dataset) -> dict[str, Table]:
+    r"""ESD histogram, fitted power law and xmin / MP-edge marks of every layer at one step.
+
+    ``ds`` holds one step (no ``step`` dim). The density is per unit λ on log-spaced bins;
+    the power law :math:`p(\lambda) = f\,(\alpha-1)/x_{min}\,(\lambda/x_{min})^{-\alpha}`
+    is drawn over the tail, scaled by the tail fraction :math:`f`.
+    """
+    hist: dict[str, list] = {"layer": [], "lam": [], "density": []}
+    fit: dict[str, list] = {"layer": [], "lam": [], "density": []}
+    marks: dict[str, list] = {"layer": [], "x": [], "kind": []}
+    if "spectrum" in ds:
+        for layer in (str(x) for x in ds["layer"].values):
+            evals = np.asarray(ds["spectrum"].sel(layer=layer).values, dtype=np.float64)
+            evals = evals[np.isfinite(evals) & (evals > 0)]
+            if evals.size < 2:
+                continue
+            lo, hi = float(evals.min()), float(evals.max())
+            if hi <= lo:
+                hi = lo * 1.001
+            edges = np.geomspace(lo, hi, ESD_BINS + 1)
+            counts, _ = np.histogram(evals, edges)
+            dens = counts / (evals.size * np.diff(edges))
+            centers = np.sqrt(edges[:-1] * edges[1:])
+            ok = dens > 0
+            hist["layer"] += [layer] * int(ok.sum())
+            hist["lam"] += centers[ok].tolist()
+            hist["density"] += dens[ok].tolist()
+            alpha = _metric_at(ds, "htsr_alpha", layer)
+            xmin = _metric_at(ds, "htsr_xmin", layer)
+            if np.isfinite(alpha) and np.isfinite(xmin) and alpha > 1 and xmin > 0:
+                frac = float((evals >= xmin).mean())
+                lam = np.geomspace(xmin, max(hi, xmin * 1.001), 8)
+                fit["layer"] += [layer] * lam.size
+                fit["lam"] += lam.tolist()
+                fit["density"] += (frac * (alpha - 1) / xmin * (lam / xmin) ** -alpha).tolist()
+                marks["layer"].append(layer)
+                marks["x"].append(xmin)
+                marks["kind"].append("xmin")
+            edge = _metric_at(ds, "mp_bulk_max", layer)
+            if np.isfinite(edge) and edge > 0:
+                marks["layer"].append(layer)
+                marks["x"].append(edge)
+                marks["kind"].append("MP edge")
+    return {
+        "esd": _table(hist, ("layer",)),
+        "esd_fit": _table(fit, ("layer",)),
+        "esd_marks": _table(marks, ("layer", "kind")),
+    }
+
+
+def kernel_spectrum_table(ds: xr.Dataset) -> Table:
+    """Kernel eigenvalues (rank, value) of every layer at one step."""
+    out: dict[str, list] = {"layer": [], "rank": [], "value": []}
+    if "kernel_spectrum" in ds:
+        for layer in (str(x) for x in ds["layer"].values):
+            ev = np.asarray(ds["kernel_spectrum"].sel(layer=layer).values, dtype=np.float64)
+            ev = ev[np.isfinite(ev) & (ev > 0)]
+            ev = np.sort(ev)[::-1]
+            out["layer"] += [layer] * ev.size
+            out["rank"] += list(range(1, ev.size + 1))
+            out["value"] += ev.tolist()
+    return _table(out, ("layer",))
+
+
+def _table(cols: dict[str, list], text: tuple[str, ...]) -> Table:
+    return {k: np.asarray(v, dtype=object if k in text else np.float64) for k, v in cols.items()}
+
+
+def current_tables(ds: xr.Dataset, step: int | None = None) -> dict[str, Table]:
+    """The step-state datasets (:data:`CURRENT`) at ``step``: the last recorded one by default.
+
+    For each family the newest step at or before ``step`` where it was recorded is used.
+    """
+    out = empty_current()
+    if ds.sizes["step"] == 0:
+        return out
+    for var in ("spectrum", "kernel_spectrum"):
+        at = last_step_with(ds, var, step)
+        if at is None:
+            continue
+        one = ds.sel(step=at)
+        if var == "spectrum":
+            out.update(esd_tables(one))
+        else:
+            out["kernel_spectrum"] = kernel_spectrum_table(one)
+    return out
+
+
+def last_step_with(ds: xr.Dataset, var: str, step: int | None = None) -> int | None:
+    """Newest step at or before ``step`` where the array ``var`` holds values, or ``None``."""
+    if var not in ds or ds.sizes["step"] == 0:
+        return None
+    arr = ds[var]
+    if step is not None:
+        arr = arr.sel(step=slice(None, step))
+    has = np.isfinite(arr.values).any(axis=tuple(range(1, arr.ndim)))
+    if not has.any():
+        return None
+    return int(arr["step"].values[np.flatnonzero(has)[-1]])
+
+
+def _empty_kernel() -> Table:
+    return _table({"layer": [], "rank": [], "value": []}, ("layer",))
+
+
+def empty_current() -> dict[str, Table]:
+    """Step-state datasets with no rows."""
+    return {
+        "esd": _table({"layer": [], "lam": [], "density": []}, ("layer",)),
+        "esd_fit": _table({"layer": [], "lam": [], "density": []}, ("layer",)),
+        "esd_marks": _table({"layer": [], "x": [], "kind": []}, ("layer", "kind")),
+        "kernel_spectrum": _empty_kernel(),
+    }

@@ -1,0 +1,191 @@
+"""``LiveMonitor``: curves and diagnostic panels that update while a run records."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from grokwidgets.monitor.monitor import Monitor
+from grokwidgets.store import run_dir
+from grokwidgets.store.records import Record
+from grokwidgets.widgets._base import PanelWidget
+from grokwidgets.widgets._esm import esm_path
+from grokwidgets.widgets._follow import Poller, declared_names, read_rows, records_dataset
+from grokwidgets.widgets._stream import DEFAULT_BUDGET
+from grokwidgets.widgets._tables import current_tables, series_tables
+
+_DONE = ("finished", "failed", "interrupted")
+
+
+class LiveMonitor(PanelWidget):
+    """Loss/accuracy on a log-step axis and the representation, kernel and spectral panels.
+
+    Updates while the run records: from a :class:`~grokwidgets.Monitor` in this kernel
+    (``gw.train(..., live=True)`` or the user's own loop) through a listener, or from a run
+    directory another process writes, by polling its ``commit.json``. Only new rows are
+    sent to the browser; above ``budget`` rows a dataset is min/max downsampled.
+
+    Parameters
+    ----------
+    source : Monitor, path-like or xarray.Dataset
+        What to show: a live monitor, a run directory (followed while it is written), or a
+        run Dataset (shown as is).
+    budget : int
+        Rows per dataset kept in the browser before downsampling.
+    min_interval : float
+        Seconds between two updates sent for a monitor (records in between are batched).
+    poll : float
+        Seconds between two reads of a followed run directory.
+
+    Examples
+    --------
+    >>> run = gw.train(task, model, steps=10_000, live=True)   # doctest: +SKIP
+    >>> gw.widgets.LiveMonitor("runs/modadd")                  # doctest: +SKIP
+    """
+
+    _esm = esm_path("live.js")
+
+    def __init__(
+        self,
+        source: Monitor | str | os.PathLike[str] | xr.Dataset,
+        *,
+        budget: int = DEFAULT_BUDGET,
+        min_interval: float = 0.25,
+        poll: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(budget=budget, **kwargs)
+        self.min_interval = min_interval
+        self._lock = threading.Lock()
+        self._pending: list[Record] = []
+        self._timer: threading.Timer | None = None
+        self._last_send = 0.0
+        self._monitor: Monitor | None = None
+        self._poller: Poller | None = None
+        self._dir: Path | None = None
+        self._n = 0
+        if isinstance(source, Monitor):
+            self._attach(source)
+        elif isinstance(source, xr.Dataset):
+            self.status = str(source.attrs.get("status", ""))
+            self.push(source)
+            where = source.attrs.get("run_dir")
+            if self.status == "running" and where:
+                self._follow(Path(where), poll, start=source.sizes["step"])
+        elif isinstance(source, str | os.PathLike):
+            self._follow(Path(source), poll, start=0)
+        else:
+            msg = (
+                "LiveMonitor needs a gw.Monitor, a run directory or a run Dataset, "
+                f"got {type(source).__name__}."
+            )
+            raise TypeError(msg)
+
+    # -- feeding ---------------------------------------------------------------------------
+    def push(self, ds: xr.Dataset) -> None:
+        """Append the records of ``ds`` (new steps only) to the view."""
+        names = {str(m) for m in ds["metric"].values} | {
+            str(v) for v in ds.data_vars if v != "metrics"
+        }
+        names |= set(ds.attrs.get("metric_info", {}))
+        self._set_panels(names | self._known())
+        if ds.sizes["step"] == 0:
+            if not self._specs:
+                self.message = "waiting for the first records"
+            return
+        arrays = [v for v in ("spectrum", "kernel_spectrum") if v in ds]
+        current = current_tables(ds) if arrays else None
+        self._feed(series_tables(ds), current)
+        self.message = f"last step {int(ds['step'].values[-1])}"
+
+    def _known(self) -> set[str]:
+        if self._monitor is not None:
+            index = self._monitor._index
+            return set(index.metric_info) | set(index.metrics) | set(index.arrays)
+        return set()
+
+    # -- from a Monitor --------------------------------------------------------------------
+    def _attach(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+        self.status = monitor.status
+        self._set_panels(self._known())
+        history = monitor.dataset()
+        if history.sizes["step"]:
+            self.push(history)
+        else:
+            self.message = "waiting for the first records"
+        monitor.add_listener(self._on_record)
+
+    def _on_record(self, record: Record) -> None:
+        with self._lock:
+            self._pending.append(record)
+            due = time.monotonic() - self._last_send >= self.min_interval
+            if not due and self._timer is None:
+                self._timer = threading.Timer(self.min_interval, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the records received but not yet shown."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._last_send = time.monotonic()
+        if pending:
+            self.push(records_dataset(pending))
+        if self._monitor is not None:
+            self.status = self._monitor.status
+
+    # -- from a run directory --------------------------------------------------------------
+    def _follow(self, path: Path, poll: float, start: int) -> None:
+        self._dir, self._n = path, start
+        if not path.exists() or not (path / run_dir.RUN_JSON).exists():
+            self.status = "waiting"
+            self.message = f"waiting for a run in {path} (no {run_dir.RUN_JSON} yet)"
+        self._tick()
+        self._poller = Poller(self._tick, poll)
+        self._poller.start()
+
+    def _tick(self) -> bool:
+        """Read new committed rows of the followed directory; ``False`` once it is done."""
+        assert self._dir is not None
+        try:
+            if not (self._dir / run_dir.RUN_JSON).exists():
+                return True
+            status = str(run_dir.read_run_json(self._dir).get("status", "unknown"))
+            if not (self._dir / run_dir.METRICS).exists():
+                self.status, self.message = status, "waiting for the first records"
+                return status not in _DONE
+            self._set_panels(declared_names(self._dir))
+            ds, n = read_rows(self._dir, self._n)
+            if n > self._n:
+                self._n = n
+                self.push(ds)
+            elif not self._n:
+                self.message = "waiting for the first records"
+            self.status = status
+            return status not in _DONE
+        except Exception as err:  # noqa: BLE001 (shown in the cell; polling goes on)
+            self.message = f"cannot read {self._dir}: {err}"
+            return True
+
+    def close(self) -> None:
+        """Stop following (listener or polling) and close the widget."""
+        if self._poller is not None:
+            self._poller.stop()
+        if self._monitor is not None:
+            try:
+                self._monitor.remove_listener(self._on_record)
+            except ValueError:
+                pass
+            self._monitor = None
+        super().close()

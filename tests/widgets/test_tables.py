@@ -1,0 +1,56 @@
+import numpy as np
+
+from grokwidgets.widgets._panels import PANELS, dataset_names, inline_spec, panel_spec, panels_for
+from grokwidgets.widgets._tables import TIME_SERIES, current_tables, series_tables
+
+from ._runs import LAYERS, dataset
+
+
+def test_series_tables():
+    ds = dataset(range(0, 20))
+    tables = series_tables(ds)
+    assert set(tables) == set(TIME_SERIES)
+    loss = tables["loss"]
+    assert set(loss["series"]) == {"train", "test"}
+    assert loss["step"].min() == 1  # step 0 has no place on a log-step axis
+    train = loss["series"] == "train"
+    np.testing.assert_allclose(loss["value"][train], 2.0 / (1 + loss["step"][train]))
+    assert set(tables["alpha"]["series"]) == set(LAYERS)
+    assert len(tables["probe_acc"]["step"]) == 19  # only model test_acc: no probes recorded
+    assert len(tables["ntk_alignment"]["step"]) == 0
+
+
+def test_esd_at_a_step_and_fit():
+    ds = dataset(range(0, 20))
+    cur = current_tables(ds, 7)
+    assert set(cur["esd"]["layer"]) == set(LAYERS)
+    assert set(cur["esd_marks"]["kind"]) == {"xmin", "MP edge"}
+    # the density integrates to one over the histogram
+    evals = ds["spectrum"].sel(step=7, layer="readout").values
+    assert np.isfinite(evals).sum() == 64
+    fit = cur["esd_fit"]
+    assert (fit["density"] > 0).all()
+    assert not np.array_equal(cur["esd"]["lam"], current_tables(ds, 19)["esd"]["lam"])
+
+
+def test_current_without_spectra_is_empty():
+    ds = dataset(range(0, 5), spectrum=False)
+    cur = current_tables(ds)
+    assert all(len(next(iter(t.values()))) == 0 for t in cur.values())
+
+
+def test_panels_by_name():
+    assert [p.id for p in panels_for({"train_loss", "htsr_alpha"})] == ["loss", "spectral"]
+    assert [p.id for p in panels_for({"ntk_velocity"})] == ["kernel"]
+    assert panels_for({"unrelated"}) == []
+
+
+def test_specs_reference_named_data_and_inline():
+    for panel in PANELS:
+        spec = panel_spec(panel, cursor=True)
+        assert set(panel.datasets) | {"cursor"} == dataset_names(spec)
+        assert spec["usermeta"]["panel"] == panel.id
+    spec = panel_spec(PANELS[0])
+    tables = series_tables(dataset(range(1, 4), spectrum=False))
+    inlined = inline_spec(spec, tables)
+    assert len(inlined["datasets"]["loss"]) == 6
