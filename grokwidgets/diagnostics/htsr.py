@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -73,7 +73,7 @@ from grokwidgets.diagnostics.spectral_fits import (
     jensen_shannon_distance,
     mp_fit,
 )
-from grokwidgets.monitor.probe import Probe
+from grokwidgets.monitor.probe import Probe, weight_layers
 from grokwidgets.store.records import MODEL_LAYER
 
 MIN_EVALS = 8  # WeightWatcher's min_evals: smaller layers are not analyzed
@@ -215,9 +215,9 @@ def analyze_layer(
     reasons: dict[str, str] = {}
     names = [info.name for info in METRICS]
 
-    def nan_all(reason: str, keep: Iterable[str] = ()) -> None:
+    def nan_all(reason: str) -> None:
         for name in names:
-            if name not in values and name not in keep:
+            if name not in values:
                 values[name] = math.nan
                 reasons[name] = reason
 
@@ -315,14 +315,15 @@ def _layer_seed(seed: int, step: int, name: str) -> int:
     return zlib.crc32(f"{seed}:{step}:{name}".encode())
 
 
-def analyzable_layers(model: nn.Module) -> dict[str, Tensor]:
-    """Weights HTSR analyzes, by module path: every module's ``weight`` with 2 to 4 dims."""
-    out: dict[str, Tensor] = {}
-    for path, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if path and isinstance(w, Tensor) and 2 <= w.ndim <= 4:
-            out[path] = w
-    return out
+def analyzable_layers(layers: Mapping[str, nn.Module] | nn.Module) -> dict[str, Tensor]:
+    """Weights HTSR analyzes, by module path: each weight layer's ``weight`` of 2 to 4 dims.
+
+    ``layers`` is a model or its :func:`~grokwidgets.monitor.probe.weight_layers`.
+    """
+    if isinstance(layers, nn.Module):
+        layers = weight_layers(layers)
+    weights = {path: cast(Tensor, module.weight) for path, module in layers.items()}
+    return {path: w for path, w in weights.items() if w.ndim <= 4}
 
 
 def analyze(
@@ -377,20 +378,13 @@ def _named_weights(obj: Any) -> dict[str, Tensor]:
     if isinstance(obj, nn.Module):
         return analyzable_layers(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _as_tensor(v, str(k)) for k, v in obj.items()}
-    return {"W": _as_tensor(obj, "W")}
+        return {str(k): _as_tensor(v) for k, v in obj.items()}
+    return {"W": _as_tensor(obj)}
 
 
-def _as_tensor(value: Any, name: str) -> Tensor:
-    t = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
-    if t.is_complex() or not t.is_floating_point():
-        msg = f"HTSR needs a real floating-point matrix; {name!r} has dtype {t.dtype}."
-        raise TypeError(msg)
-    if not 2 <= t.ndim <= 4:
-        shape = tuple(t.shape)
-        msg = f"HTSR needs a 2-D matrix (or a 3-D/4-D conv weight); {name!r} has shape {shape}."
-        raise ValueError(msg)
-    return t
+def _as_tensor(value: Any) -> Tensor:
+    # dtype and shape are checked by weight_matrices, with the same errors for every source
+    return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
 
 
 def _padded(arrays: list[np.ndarray | None]) -> np.ndarray:
@@ -436,9 +430,9 @@ def _record_htsr(probe: Probe) -> dict[str, Any]:
     """The registered diagnostic: every HTSR metric per layer, the summary, the ESDs."""
     per_layer: dict[str, dict[str, float]] = {}
     spectra: dict[str, np.ndarray] = {}
-    for path, w in analyzable_layers(probe.model).items():
+    for path, w in analyzable_layers(probe.layers).items():
         gen = torch.Generator().manual_seed(_layer_seed(0, probe.step, path))
-        result = analyze_layer(cast(Tensor, w), generator=gen)
+        result = analyze_layer(w, generator=gen)
         per_layer[path] = result.values
         spectra[path] = result.evals[::-1].copy()
         for metric, why in result.reasons.items():

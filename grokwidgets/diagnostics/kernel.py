@@ -101,6 +101,7 @@ from grokwidgets.diagnostics.registry import MetricInfo, register
 from grokwidgets.monitor.probe import Probe
 from grokwidgets.store.records import MODEL_LAYER
 from grokwidgets.tasks.base import Task
+from grokwidgets.tasks.losses import accuracy
 
 __all__ = [
     "NTKFallbackWarning",
@@ -307,8 +308,8 @@ def _setup(probe: Probe, opt: NTKOptions, keys: _Keys) -> None:
         pred = kernel_regression(k_tr, k_te, y_tr, opt.ridge)
         state[keys.reg_loss] = (pred - y_te).square().mean().reshape(())
         if task.kind == "classification":
-            acc = (pred.argmax(dim=1) == task.y_test[te]).to(torch.float64).mean()
-            state[keys.reg_acc] = acc.reshape(())
+            acc = accuracy(pred, task.y_test[te])
+            state[keys.reg_acc] = torch.tensor(acc, dtype=torch.float64)
 
 
 def _total(kernels: dict[str, Tensor]) -> Tensor:

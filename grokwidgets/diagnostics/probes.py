@@ -86,6 +86,7 @@ from grokwidgets.diagnostics._features import (
 from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, register
 from grokwidgets.monitor.probe import Probe
 from grokwidgets.store.records import MODEL_LAYER
+from grokwidgets.tasks.losses import accuracy
 
 __all__ = [
     "DEFAULT_L2",
@@ -324,9 +325,7 @@ def linear_probe(
 
 
 def _acc(logits: Tensor, y: Tensor) -> float:
-    if not len(y):
-        return math.nan
-    return float((logits.argmax(dim=1) == y).to(torch.float64).mean())
+    return accuracy(logits, y) if len(y) else math.nan
 
 
 def _ridge(

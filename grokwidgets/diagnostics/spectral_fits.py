@@ -94,8 +94,7 @@ def fit_power_law(evals: np.ndarray | torch.Tensor, *, min_evals: int = SMALL_N)
     i = torch.arange(n_all - 1, dtype=torch.float64)
     n = n_all - i
     denom = tail_log[:-1] - n * logx[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        alphas = 1.0 + n / denom
+    alphas = 1.0 + n / denom  # torch: no warning for a zero denominator
     alphas = torch.where(denom > 0, alphas, torch.full_like(alphas, math.nan))
     ds = _ks_distances(x, alphas)
     best = int(torch.argmin(ds))
