@@ -7,6 +7,7 @@ import pytest
 
 import grokwidgets as gw
 from grokwidgets.report import metric_frame, render_report, report_specs, write_png, write_report
+from tests._chromium import CHROMIUM, CHROMIUM_FLAGS
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +66,8 @@ def test_report_renders_offline_in_chromium(run_dir, tmp_path):
     html = write_report(run_dir)
     dom = subprocess.run(
         [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=10000",
             "--dump-dom",

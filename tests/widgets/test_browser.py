@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests._chromium import CHROMIUM
+from tests._chromium import CHROMIUM_FLAGS as ARGS
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("GW_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "browser-artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 JUPYTER = Path(sys.executable).with_name("jupyter")
 
 _missing = [
@@ -37,7 +30,6 @@ _missing = [
     for ok, why in (
         (Path(CHROMIUM).exists(), f"chromium not found at {CHROMIUM} (apt-get install chromium)"),
         (JUPYTER.exists(), "jupyter not installed (pip install jupyterlab)"),
-        (shutil.which("true") is not None, "no shell tools"),
     )
     if not ok
 ]
