@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 import grokwidgets as gw
 from grokwidgets.diagnostics._features import capture
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.probes import DEFAULT_TOL, register_probes
 from grokwidgets.diagnostics.registry import resolve
-from grokwidgets.monitor.probe import Probe
 
 SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist.npz"
 

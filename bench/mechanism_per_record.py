@@ -20,8 +20,8 @@ import time
 import torch
 
 import grokwidgets as gw
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import resolve
-from grokwidgets.monitor.probe import Probe
 from grokwidgets.presets import get_preset
 from grokwidgets.tasks.losses import make_loss
 

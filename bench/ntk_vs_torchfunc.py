@@ -35,8 +35,8 @@ from torch.func import functional_call, jacrev, vmap
 
 import grokwidgets as gw
 from grokwidgets.diagnostics.kernel import empirical_ntk
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import resolve
-from grokwidgets.monitor.probe import Probe
 from grokwidgets.presets import get_preset
 
 OUT = Path(__file__).with_name("out") / "ntk_results.md"  # bench/out is git-ignored

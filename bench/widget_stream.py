@@ -43,9 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests._chromium: Chromium's path and flags, JupyterLab
 
-from grokwidgets.store.records import Record  # noqa: E402
-from grokwidgets.widgets._follow import records_dataset  # noqa: E402
-from grokwidgets.widgets._panels import inline_spec  # noqa: E402
+from grokwidgets.store.records import Record, records_dataset  # noqa: E402
+from grokwidgets.views.panels import inline_spec  # noqa: E402
 
 
 def chunk_dataset(start: int, n: int):
@@ -128,7 +127,7 @@ live
 
 JC_SETUP = """
 import altair as alt, pandas as pd
-from grokwidgets.widgets._panels import loss_chart
+from grokwidgets.views.panels import loss_chart
 alt.data_transformers.disable_max_rows()
 alt.JupyterChart.enable_offline()
 def full_chart(k):
@@ -389,7 +388,7 @@ async ([spec]) => {
 def bare_arm(points: int, chunk: int, resend_samples: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    from grokwidgets.report.html import vega_bundle
+    from grokwidgets.views.vega import vega_bundle
     from grokwidgets.widgets import LiveMonitor
     from tests._chromium import CHROMIUM, CHROMIUM_FLAGS
 

@@ -5,12 +5,20 @@ into one labelled ``xarray.Dataset`` (step × layer × metric) stored as zarr, w
 safetensors checkpoints beside it.
 """
 
-__version__ = "0.1.0"
-
 from grokwidgets import diagnostics, models, tasks, widgets  # noqa: E402
+from grokwidgets._version import __version__
 from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
+
+# Names users reach through ``gw.diagnostics`` that live above that leaf package (they drive
+# the store and training): attached here, at the top, so no layer imports upwards.
+from grokwidgets.monitor import watcher as _watcher  # noqa: E402
+from grokwidgets.replay import compute_at as _compute_at  # noqa: E402
 from grokwidgets.store import open_run  # noqa: E402
 from grokwidgets.train import Run, train  # noqa: E402
+
+diagnostics.compute_at = _compute_at  # type: ignore[attr-defined]
+diagnostics.detector.PhaseWatcher = _watcher.PhaseWatcher  # type: ignore[attr-defined]
+diagnostics.detector.PhaseEvent = _watcher.PhaseEvent  # type: ignore[attr-defined]
 
 __all__ = [
     "Cadence",

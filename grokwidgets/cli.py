@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.png:
                 print(write_png(open_run(args.dir), args.png, budget=args.budget))
             return 0
-        from grokwidgets.train.config import apply_overrides, load_config, resume_run, run_config
+        from grokwidgets.replay.restore import resume_run
+        from grokwidgets.train.config import apply_overrides, load_config, run_config
 
         t0 = time.perf_counter()
         if args.command == "run":

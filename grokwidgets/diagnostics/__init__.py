@@ -1,4 +1,9 @@
-"""Diagnostics: one module per family, each a set of functions registered by name."""
+"""Diagnostics: one module per family, each a set of functions registered by name.
+
+A leaf of the package: it knows torch, numpy and scipy, the tasks and models, never the store,
+the monitor, training or widgets. ``compute_at`` (recompute at a checkpoint) lives in
+:mod:`grokwidgets.replay` and is also reachable here as ``gw.diagnostics.compute_at``.
+"""
 
 from grokwidgets.diagnostics import (
     basic,
@@ -13,7 +18,6 @@ from grokwidgets.diagnostics import (
     phases,
     probes,
 )
-from grokwidgets.diagnostics.at_checkpoint import compute_at
 from grokwidgets.diagnostics.registry import (
     Diagnostic,
     MetricInfo,
@@ -29,7 +33,6 @@ __all__ = [
     "basic",
     "comparative",
     "compress",
-    "compute_at",
     "detector",
     "geometry",
     "htsr",

@@ -1,14 +1,15 @@
-r"""Each layer's representation on fixed probe sets, captured with forward hooks once per record.
+r"""Each layer's representation on fixed row subsets, captured with forward hooks once per record.
 
 Shared by the representation families (``probes``, ``geometry``) and anything else that needs
-a layer's features: :func:`capture` runs one forward pass over a split's fixed probe rows and
+a layer's features: :func:`capture` runs one forward pass over a split's fixed rows and
 caches the result in ``probe.cache``, so every diagnostic of one record sees the same tensors.
 
-Fixed probe sets
-----------------
-:class:`ProbeSets` picks, for each split, the rows
+Fixed row subsets
+-----------------
+:class:`RowSubsets` picks, for each split, the rows
 ``torch.randperm(n_split, generator=torch.Generator().manual_seed(seed))[:n]`` (all rows when
-the split has at most ``n``), kept in that permuted order so that any prefix is itself a
+the split has at most ``n``; :func:`~grokwidgets.diagnostics._shared.seeded_subset`), kept in
+that permuted order so that any prefix is itself a
 uniform random subset (``geometry`` uses the first ``n_rows`` of the test rows). The rows
 depend only on ``(seed, n, n_split)``: the same rows at every record and after a resume.
 
@@ -51,12 +52,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from grokwidgets.monitor.probe import EVAL_CHUNK, Probe
+from grokwidgets.diagnostics._shared import eval_mode, seeded_subset
+from grokwidgets.diagnostics.probe import EVAL_CHUNK, Probe
 
 __all__ = [
     "Capture",
     "HookPoint",
-    "ProbeSets",
+    "RowSubsets",
     "capture",
     "fill_aliases",
     "find_readout",
@@ -67,8 +69,8 @@ Split = Literal["train", "test"]
 
 
 @dataclass(frozen=True)
-class ProbeSets:
-    """Sizes and seed of the fixed probe sets (deterministic row subsets of each split).
+class RowSubsets:
+    """Sizes and seed of the fixed row subsets of each split (deterministic, seeded).
 
     Parameters
     ----------
@@ -85,14 +87,13 @@ class ProbeSets:
     def __post_init__(self) -> None:
         for label, value in (("n_train", self.n_train), ("n_test", self.n_test)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"ProbeSets.{label} must be a positive integer, got {value!r}."
+                msg = f"RowSubsets.{label} must be a positive integer, got {value!r}."
                 raise ValueError(msg)
 
     def rows(self, split: Split, n_split: int) -> Tensor:
-        """Indices (int64, in permuted order) of the probe rows of a split of ``n_split`` rows."""
+        """Indices (int64, in permuted order) of the rows of a split of ``n_split`` rows."""
         n = self.n_train if split == "train" else self.n_test
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
-        return torch.randperm(n_split, generator=gen)[: min(n, n_split)]
+        return seeded_subset(n_split, n, self.seed)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class HookPoint:
 
 @dataclass(frozen=True)
 class Capture:
-    """The representations of one split's probe rows at one record.
+    """The representations of one split's fixed rows at one record.
 
     Attributes
     ----------
@@ -250,39 +251,34 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
     aliases: dict[str, str] = {}
     ignored: set[str] = set()
     outs: list[Tensor] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _hooked(points) as hooks:
-            for start in range(0, len(x), EVAL_CHUNK):
-                xb = x[start : start + EVAL_CHUNK]
-                hooks.seen.clear()
-                outs.append(model(xb))
-                ref = hooks.seen.get(readout, [None])[0]
-                for point in points:
-                    seen = hooks.seen.get(point.name, [])
-                    if len(seen) != 1:
-                        skipped[point.name] = (
-                            f"the hooked module ran {len(seen)} times in one forward pass "
-                            "(expected once), so its representation is ambiguous"
-                        )
-                        continue
-                    raw = seen[0]
-                    if (
-                        point.name != readout
-                        and ref is not None
-                        and raw.data_ptr() == ref.data_ptr()
-                        and raw.numel() == ref.numel()
-                    ):
-                        aliases[point.name] = readout
-                        continue
-                    rows = _as_rows(raw, len(xb), point.flatten)
-                    if rows is None:
-                        ignored.add(point.name)  # not per sample (a positional embedding)
-                        continue
-                    chunks[point.name].append(rows.detach().clone())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), _hooked(points) as hooks:
+        for start in range(0, len(x), EVAL_CHUNK):
+            xb = x[start : start + EVAL_CHUNK]
+            hooks.seen.clear()
+            outs.append(model(xb))
+            ref = hooks.seen.get(readout, [None])[0]
+            for point in points:
+                seen = hooks.seen.get(point.name, [])
+                if len(seen) != 1:
+                    skipped[point.name] = (
+                        f"the hooked module ran {len(seen)} times in one forward pass "
+                        "(expected once), so its representation is ambiguous"
+                    )
+                    continue
+                raw = seen[0]
+                if (
+                    point.name != readout
+                    and ref is not None
+                    and raw.data_ptr() == ref.data_ptr()
+                    and raw.numel() == ref.numel()
+                ):
+                    aliases[point.name] = readout
+                    continue
+                rows = _as_rows(raw, len(xb), point.flatten)
+                if rows is None:
+                    ignored.add(point.name)  # not per sample (a positional embedding)
+                    continue
+                chunks[point.name].append(rows.detach().clone())
     features: dict[str, Tensor] = {}
     order: list[str] = []
     for point in points:
@@ -313,8 +309,8 @@ class _Captured:
     order: tuple[str, ...]
 
 
-def capture(probe: Probe, split: Split, sets: ProbeSets | None = None) -> Capture:
-    """Representations of every layer on ``split``'s fixed probe rows, once per record.
+def capture(probe: Probe, split: Split, sets: RowSubsets | None = None) -> Capture:
+    """Representations of every layer on ``split``'s fixed rows, once per record.
 
     The result is cached in ``probe.cache`` under ``f"features:{split}:{sets!r}"``, so the
     diagnostics of one record share a single hooked forward pass per split.
@@ -324,8 +320,8 @@ def capture(probe: Probe, split: Split, sets: ProbeSets | None = None) -> Captur
     probe : Probe
         The record's probe (model in any mode; the pass runs in eval mode without gradients).
     split : {"train", "test"}
-    sets : ProbeSets, optional
-        Which rows; default ``ProbeSets()`` (up to 2048 rows per split, seed 0).
+    sets : RowSubsets, optional
+        Which rows; default ``RowSubsets()`` (up to 2048 rows per split, seed 0).
 
     Returns
     -------
@@ -336,7 +332,7 @@ def capture(probe: Probe, split: Split, sets: ProbeSets | None = None) -> Captur
     ValueError
         If the monitor has no task, or the model has no ``nn.Linear`` readout.
     """
-    sets = sets or ProbeSets()
+    sets = sets or RowSubsets()
     key = f"features:{split}:{sets!r}"
     cached = probe.cache.get(key)
     if isinstance(cached, Capture):

@@ -83,8 +83,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from grokwidgets.diagnostics._shared import eval_mode, seeded_subset
+
 if TYPE_CHECKING:
-    from grokwidgets.monitor.probe import Probe
+    from grokwidgets.diagnostics.probe import Probe
 
 __all__ = [
     "FisherOptions",
@@ -93,8 +95,8 @@ __all__ = [
     "param_names",
     "predictive",
     "probe_fisher",
-    "probe_rows",
     "resolve_likelihood",
+    "subset_rows",
 ]
 
 FisherKind = Literal["empirical", "true"]
@@ -367,16 +369,6 @@ def _vmap_chunk(
             acc[name] += g.square().sum((0, 1)).to(torch.float64)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
 def diagonal_fisher(
     model: nn.Module,
     x: Tensor,
@@ -467,7 +459,7 @@ def diagonal_fisher(
             "nn.Embedding (not shared, no max_norm); use method='vmap'."
         )
         raise ValueError(msg)
-    with _eval_mode(model):
+    with eval_mode(model):
         done = 0
         if mods is not None:
             for i in range(0, n_rows, chunk_size):
@@ -509,11 +501,10 @@ def resolve_likelihood(probe: Probe, options: FisherOptions) -> Likelihood:
     return "gaussian" if name in ("mse_onehot", "mse_loss") else "categorical"
 
 
-def probe_rows(probe: Probe, split: Split, n: int, seed: int) -> tuple[Tensor, Tensor]:
+def subset_rows(probe: Probe, split: Split, n: int, seed: int) -> tuple[Tensor, Tensor]:
     """Inputs and targets of the first ``n`` rows of a seeded permutation of ``split``."""
     x, y = probe.data(split)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    idx = torch.randperm(int(x.shape[0]), generator=gen)[: min(n, int(x.shape[0]))]
+    idx = seeded_subset(int(x.shape[0]), n, seed)
     return x[idx], y[idx]
 
 
@@ -532,7 +523,7 @@ def _labels(y: Tensor, likelihood: Likelihood, n_outputs: int) -> Tensor:
 def probe_fisher(probe: Probe, options: FisherOptions) -> dict[str, Tensor]:
     """The diagonal Fisher at this record, computed once per record for equal options.
 
-    Rows: :func:`probe_rows` of ``options.split``; Monte-Carlo labels from a generator seeded
+    Rows: :func:`subset_rows` of ``options.split``; Monte-Carlo labels from a generator seeded
     with ``(options.seed, probe.step)``, so a record's value does not depend on what ran before.
     """
     key = f"fisher:{options!r}"
@@ -543,7 +534,7 @@ def probe_fisher(probe: Probe, options: FisherOptions) -> dict[str, Tensor]:
         msg = "The Fisher information needs a task: pass one to Monitor(model, task)."
         raise ValueError(msg)
     likelihood = resolve_likelihood(probe, options)
-    x, y = probe_rows(probe, options.split, options.n_rows, options.seed)
+    x, y = subset_rows(probe, options.split, options.n_rows, options.seed)
     gen = torch.Generator(device="cpu").manual_seed(
         zlib.crc32(f"fisher:{options.seed}:{probe.step}".encode())
     )

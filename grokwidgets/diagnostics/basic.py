@@ -23,8 +23,8 @@ from typing import cast
 
 import torch
 
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import MetricInfo, register, register_group
-from grokwidgets.monitor.probe import Probe
 
 _OMNIGROK = "Liu, Michaud & Tegmark (2022) Omnigrok, arXiv:2210.01117"
 _KUMAR = "Kumar, Bordelon, Gershman & Pehlevan (2024), arXiv:2310.06110"

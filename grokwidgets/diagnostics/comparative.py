@@ -6,7 +6,7 @@ anti-grokking collapse. The first three come from Golechha (2024) [2]_; the pape
 some choices open, and the ones made here are stated with each formula. Registered as
 ``comparative``; :math:`W` is a layer's weight, :math:`\theta` all parameters, subscript 0 the
 values when the monitor started, :math:`a_{ij}` the activations of a layer on the fixed *train*
-probe rows (:mod:`~grokwidgets.diagnostics._features`; no test data is used).
+rows (:mod:`~grokwidgets.diagnostics._features`; no test data is used).
 
 .. math::
 
@@ -66,13 +66,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics import basic as _basic  # noqa: F401  (registers "weights" first)
 from grokwidgets.diagnostics._features import (
-    ProbeSets,
+    RowSubsets,
     capture,
     fill_aliases,
     representation_points,
 )
+from grokwidgets.diagnostics._shared import eval_mode, finite_float64, seeded_subset
+from grokwidgets.diagnostics.probe import EVAL_CHUNK, Probe
 from grokwidgets.diagnostics.registry import (
     DiagnosticFn,
     MetricInfo,
@@ -80,8 +83,6 @@ from grokwidgets.diagnostics.registry import (
     register,
     resolve,
 )
-from grokwidgets.monitor.probe import EVAL_CHUNK, Probe
-from grokwidgets.store.records import MODEL_LAYER
 
 __all__ = [
     "ComparativeOptions",
@@ -107,21 +108,21 @@ class ComparativeOptions:
 
     Parameters
     ----------
-    sets : ProbeSets
-        Fixed probe rows; the train rows are used (default ``ProbeSets()``, shared with the
+    sets : RowSubsets
+        Fixed rows; the train rows are used (default ``RowSubsets()``, shared with the
         ``probes`` family so one hooked forward pass serves both).
     sparsity_threshold : float
         τ: an activation with ``|a| <= τ`` counts as inactive (0: exact zeros).
     mask_fraction : float
         Share of a layer's weight entries removed by the circuit-complexity mask, in (0, 1).
     n_rows : int
-        Circuit complexity uses the first ``n_rows`` train probe rows (a uniform random
+        Circuit complexity uses the first ``n_rows`` fixed train rows (a uniform random
         subset); each layer costs one forward pass over them.
     seed : int
         Seed of the masks (combined with each layer's path).
     """
 
-    sets: ProbeSets = field(default_factory=ProbeSets)
+    sets: RowSubsets = field(default_factory=RowSubsets)
     sparsity_threshold: float = 0.0
     mask_fraction: float = 0.1
     n_rows: int = 512
@@ -143,12 +144,9 @@ class ComparativeOptions:
 
 
 def _finite(t: Tensor | np.ndarray, name: str) -> Tensor:
-    x = torch.as_tensor(t).detach().to("cpu", torch.float64)
+    x = finite_float64(t, name)
     if x.numel() == 0:
         msg = f"{name} is empty."
-        raise ValueError(msg)
-    if not bool(torch.isfinite(x).all()):
-        msg = f"{name} holds NaN or infinite values."
         raise ValueError(msg)
     return x
 
@@ -222,8 +220,7 @@ def weight_mask(shape: torch.Size | tuple[int, ...], fraction: float, key: str) 
     by ``crc32(key)``, so a key always gives the same mask.
     """
     numel = int(math.prod(shape))
-    gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    drop = torch.randperm(numel, generator=gen)[: round(fraction * numel)]
+    drop = seeded_subset(numel, round(fraction * numel), zlib.crc32(key.encode()))
     keep = torch.ones(numel, dtype=torch.bool)
     keep[drop] = False
     return keep.reshape(shape)
@@ -307,14 +304,9 @@ def circuit_complexity(
     if not params:
         msg = "circuit_complexity needs at least one layer to mask."
         raise ValueError(msg)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ref = _outputs(model, x, None) if reference is None else reference
-            out = _outputs(model, x, params)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        ref = _outputs(model, x, None) if reference is None else reference
+        out = _outputs(model, x, params)
     return _divergence(ref, out, kind)
 
 
@@ -326,7 +318,7 @@ def _metric_infos() -> list[MetricInfo]:
     return [
         MetricInfo(
             "activation_sparsity",
-            "share of the layer's activations on the train probe rows with |a| <= τ "
+            "share of the layer's activations on the fixed train rows with |a| <= τ "
             "(model: pooled over hidden layers)",
             "1",
             _BOTH,
@@ -345,7 +337,7 @@ def _metric_infos() -> list[MetricInfo]:
         ),
         MetricInfo(
             "circuit_complexity",
-            "mean KL(softmax f || softmax f masked) on the train probe rows when a fixed random "
+            "mean KL(softmax f || softmax f masked) on the fixed train rows when a fixed random "
             "share of the layer's weights (model: of every layer's) is zeroed",
             "nats",
             _BOTH,
@@ -464,7 +456,7 @@ def _comparative_fn(options: ComparativeOptions) -> DiagnosticFn:
             )  # fmt: skip
         for layer, value in complexity.items():
             if not math.isfinite(value):
-                why = "non-finite model outputs on the train probe rows"
+                why = "non-finite model outputs on the fixed train rows"
                 complexity[layer] = probe.nan("circuit_complexity", why, layer)
         out["circuit_complexity"] = complexity
         return out

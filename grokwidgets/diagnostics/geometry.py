@@ -2,7 +2,7 @@ r"""Representation geometry per layer: dimension, class separation, CKA and RSA 
 
 The diagnostic ``geometry`` reads every layer's representation (layers and names as in
 :mod:`grokwidgets.diagnostics._features`) of the first ``n_rows`` (default 1,024) rows of the
-fixed *test* probe set, so it measures how held-out inputs are represented, on the same rows at
+fixed *test* row subset, so it measures how held-out inputs are represented, on the same rows at
 every record. :math:`X \in \mathbb R^{n \times d}` is that representation, :math:`X_c` its
 column-centred version, :math:`\sigma_i` the singular values of :math:`X_c` and
 :math:`\lambda_i = \sigma_i^2 / (n - 1)` the eigenvalues of its covariance.
@@ -61,13 +61,14 @@ from torch import Tensor
 
 from grokwidgets.diagnostics._features import (
     Capture,
-    ProbeSets,
+    RowSubsets,
     capture,
     fill_aliases,
     representation_points,
 )
+from grokwidgets.diagnostics._shared import sample_matrix
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, SetupFn, register
-from grokwidgets.monitor.probe import Probe
 
 __all__ = [
     "class_separation",
@@ -86,17 +87,6 @@ _GAO = "Gao et al. (2017) multineuronal dimensionality, bioRxiv doi:10.1101/2142
 _FISHER = "Fisher (1936); Chou et al. (2026) arXiv:2605.27078"
 _KORNBLITH = "Kornblith et al. (2019) Similarity of representations revisited, arXiv:1905.00414"
 _KRIEGESKORTE = "Kriegeskorte et al. (2008) RSA, doi:10.3389/neuro.06.004.2008"
-
-
-def _matrix(x: ArrayLike, name: str = "x") -> Tensor:
-    t = torch.as_tensor(x).detach().to("cpu", torch.float64)
-    if t.ndim != 2:
-        msg = f"{name} must be 2-D (samples, features), got shape {tuple(t.shape)}."
-        raise ValueError(msg)
-    if not bool(torch.isfinite(t).all()):
-        msg = f"{name} holds NaN or infinite values."
-        raise ValueError(msg)
-    return t
 
 
 def _centred_singular_values(x: Tensor) -> Tensor:
@@ -118,7 +108,7 @@ def effective_rank(x: ArrayLike) -> float:
     .. [1] Roy & Vetterli (2007), "The effective rank: a measure of effective dimensionality",
        EUSIPCO 2007.
     """
-    return _erank(_centred_singular_values(_matrix(x)))
+    return _erank(_centred_singular_values(sample_matrix(x, "x")))
 
 
 def _erank(s: Tensor) -> float:
@@ -142,7 +132,7 @@ def participation_ratio(x: ArrayLike) -> float:
     ----------
     .. [1] Gao et al. (2017), bioRxiv doi:10.1101/214262.
     """
-    return _pr(_centred_singular_values(_matrix(x)))
+    return _pr(_centred_singular_values(sample_matrix(x, "x")))
 
 
 def _pr(s: Tensor) -> float:
@@ -168,7 +158,7 @@ def class_separation(x: ArrayLike, y: ArrayLike) -> float:
     ----------
     .. [1] Fisher (1936), Annals of Eugenics 7(2).
     """
-    return _separation(_matrix(x), torch.as_tensor(y).detach().cpu().long())[0]
+    return _separation(sample_matrix(x, "x"), torch.as_tensor(y).detach().cpu().long())[0]
 
 
 def _separation(x: Tensor, y: Tensor) -> tuple[float, str]:
@@ -202,7 +192,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     ----------
     .. [1] Kornblith, Norouzi, Lee & Hinton (2019), arXiv:1905.00414.
     """
-    a, b = _matrix(x, "x"), _matrix(y, "y")
+    a, b = sample_matrix(x, "x"), sample_matrix(y, "y")
     if a.shape[0] != b.shape[0]:
         msg = f"x and y must have the same rows, got {a.shape[0]} and {b.shape[0]}."
         raise ValueError(msg)
@@ -280,7 +270,7 @@ def rsa(x: ArrayLike, y: ArrayLike) -> float:
     ----------
     .. [1] Kriegeskorte, Mur & Bandettini (2008), doi:10.3389/neuro.06.004.2008.
     """
-    t = _matrix(x)
+    t = sample_matrix(x, "x")
     labels = torch.as_tensor(y).detach().cpu()
     if labels.shape[0] != t.shape[0]:
         msg = f"x has {t.shape[0]} rows but y has {labels.shape[0]}."
@@ -322,35 +312,35 @@ def _metric_infos() -> list[MetricInfo]:
         MetricInfo(
             "effective_rank",
             "exp of the entropy of the normalized singular values of the layer's centred "
-            "representation of the test probe rows",
+            "representation of the fixed test rows",
             "dimensions",
             _ROY,
         ),
         MetricInfo(
             "participation_ratio",
             "(sum λ)^2 / sum λ^2 of the covariance eigenvalues of the layer's representation "
-            "of the test probe rows",
+            "of the fixed test rows",
             "dimensions",
             _GAO,
         ),
         MetricInfo(
             "class_separation",
             "between- over within-class variance, tr(S_B) / tr(S_W), of the layer's "
-            "representation of the test probe rows (classification)",
+            "representation of the fixed test rows (classification)",
             "1",
             _FISHER,
         ),
         MetricInfo(
             "cka_init",
             "linear CKA between the layer's representation now and when the monitor started "
-            "(same test probe rows); 1 = same up to rotation and scale",
+            "(same fixed test rows); 1 = same up to rotation and scale",
             "1",
             _KORNBLITH,
         ),
         MetricInfo(
             "cka_prev",
             "linear CKA between the layer's representation now and at the previous record "
-            "of this diagnostic (same test probe rows)",
+            "of this diagnostic (same fixed test rows)",
             "1",
             _KORNBLITH,
         ),
@@ -368,7 +358,7 @@ def _rows(cap: Capture, layer: str, n_rows: int) -> Tensor:
     return cap.features[layer][:n_rows]
 
 
-def _setup_fn(name: str, sets: ProbeSets, n_rows: int) -> SetupFn:
+def _setup_fn(name: str, sets: RowSubsets, n_rows: int) -> SetupFn:
     def setup(probe: Probe) -> None:
         representation_points(probe.model)  # a clear error without an nn.Linear readout
         if probe.task is None:
@@ -380,7 +370,7 @@ def _setup_fn(name: str, sets: ProbeSets, n_rows: int) -> SetupFn:
     return setup
 
 
-def _geometry_fn(name: str, sets: ProbeSets, n_rows: int, n_rsa: int) -> DiagnosticFn:
+def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> DiagnosticFn:
     def geometry(probe: Probe) -> dict[str, dict[str, float]]:
         task = probe.task
         if task is None:
@@ -396,7 +386,7 @@ def _geometry_fn(name: str, sets: ProbeSets, n_rows: int, n_rsa: int) -> Diagnos
                 continue
             reason = cap.skipped.get(layer)
             if reason is None and len(targets) < 3:
-                reason = f"only {len(targets)} test probe rows (geometry needs at least 3)"
+                reason = f"only {len(targets)} fixed test rows (geometry needs at least 3)"
             if reason is not None:
                 for metric in _METRICS:
                     out[metric][layer] = probe.nan(metric, reason, layer=layer)
@@ -405,7 +395,7 @@ def _geometry_fn(name: str, sets: ProbeSets, n_rows: int, n_rsa: int) -> Diagnos
             x = raw.to(torch.float64)
             xc = x - x.mean(dim=0)
             s = torch.linalg.svdvals(xc)
-            constant = "the representation is constant over the probe rows"
+            constant = "the representation is constant over the fixed rows"
             erank, pr = _erank(s), _pr(s)
             out["effective_rank"][layer] = (
                 erank if not math.isnan(erank) else probe.nan("effective_rank", constant, layer)
@@ -463,7 +453,7 @@ def _geometry_fn(name: str, sets: ProbeSets, n_rows: int, n_rsa: int) -> Diagnos
 def register_geometry(
     name: str = "geometry",
     *,
-    sets: ProbeSets | None = None,
+    sets: RowSubsets | None = None,
     n_rows: int = 1024,
     n_rsa: int = 512,
     replace: bool = False,
@@ -477,11 +467,11 @@ def register_geometry(
     ----------
     name : str
         The diagnostic's name in ``Monitor(diagnostics=[...])``.
-    sets : ProbeSets, optional
-        The fixed probe rows (the test ones are used); default ``ProbeSets()``, shared with
+    sets : RowSubsets, optional
+        The fixed rows (the test ones are used); default ``RowSubsets()``, shared with
         ``probes`` so one forward pass serves both.
     n_rows : int
-        Rows used (the first ``n_rows`` of the test probe rows).
+        Rows used (the first ``n_rows`` of the fixed test rows).
     n_rsa : int
         Rows used by ``rsa`` (the first ``n_rsa`` of those); its cost grows as ``n_rsa²``.
     replace : bool
@@ -491,7 +481,7 @@ def register_geometry(
         if isinstance(value, bool) or not isinstance(value, int) or value < 3:
             msg = f"{label} must be an integer >= 3, got {value!r}."
             raise ValueError(msg)
-    sets = sets or ProbeSets()
+    sets = sets or RowSubsets()
     register(
         name,
         metrics=_metric_infos(),

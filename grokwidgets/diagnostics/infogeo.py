@@ -21,7 +21,7 @@ depend on the recording cadence, as any between-record quantity does.
 
 Also recorded: the Euclidean counterparts (the paper's comparison), the Fisher path length
 :math:`\sum_e \ell_e` since the first record, and how far the model's *predictive
-distribution* moved between records on fixed probe rows (up to 2,048 test rows), averaged as a
+distribution* moved between records on fixed rows (up to 2,048 test rows), averaged as a
 root mean square over rows (the geodesic distance on the product of the rows' manifolds,
 divided by :math:`\sqrt n`):
 
@@ -36,7 +36,7 @@ second form is the one computed, exact and stable for small steps) and the Helli
 :math:`H(p, q) = \|\sqrt p - \sqrt q\|/\sqrt 2 \in [0, 1]` (Amari [2]_). Gaussian predictions
 :math:`\mathcal N(\mu, I)` (regression, MSE-trained classifiers): :math:`d_{FR} = \|\mu - \mu'\|`
 and :math:`H^2 = 1 - \exp(-\|\mu - \mu'\|^2/8)`. To second order :math:`d_{FR}^2` is the
-quadratic form of the full Fisher of the probe rows, so for a step that moves one parameter
+quadratic form of the full Fisher of the fixed rows, so for a step that moves one parameter
 :math:`\ell` and :math:`d_{FR}` agree when both are taken on the same rows (tested).
 
 The Fisher is that of :mod:`~grokwidgets.diagnostics._fisher` (default: true Fisher, one label
@@ -60,6 +60,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics._fisher import (
     FisherOptions,
     Likelihood,
@@ -69,9 +70,9 @@ from grokwidgets.diagnostics._fisher import (
     probe_fisher,
     resolve_likelihood,
 )
+from grokwidgets.diagnostics._shared import seeded_subset
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import MetricInfo, register
-from grokwidgets.monitor.probe import Probe
-from grokwidgets.store.records import MODEL_LAYER
 
 __all__ = [
     "FisherOptions",
@@ -260,14 +261,14 @@ def infogeo_metrics() -> list[MetricInfo]:
         ),
         MetricInfo(
             "output_fisher_rao_step",
-            "RMS over probe rows of the Fisher-Rao distance between the predictive "
+            "RMS over the fixed rows of the Fisher-Rao distance between the predictive "
             "distributions at this and the previous record",
             "1",
             _AMARI,
         ),
         MetricInfo(
             "output_hellinger_step",
-            "RMS over probe rows of the Hellinger distance between the predictive "
+            "RMS over the fixed rows of the Hellinger distance between the predictive "
             "distributions at this and the previous record",
             "1",
             _AMARI,
@@ -405,8 +406,7 @@ def _record(probe: Probe, opt: InfoGeoOptions, keys: _Keys) -> dict[str, Any]:
     pred: Tensor | None = None
     x_all, _ = probe.data(opt.output_split)
     if len(x_all):
-        gen = torch.Generator(device="cpu").manual_seed(int(opt.seed))
-        rows = torch.randperm(len(x_all), generator=gen)[: opt.n_output_rows]
+        rows = seeded_subset(len(x_all), opt.n_output_rows, opt.seed)
         pred = predictive(probe.outputs(opt.output_split)[rows], likelihood)
         if not bool(torch.isfinite(pred).all()):
             pred = None

@@ -71,7 +71,7 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 
-from grokwidgets.store.records import MODEL_LAYER
+from grokwidgets._names import MODEL_LAYER
 
 __all__ = [
     "PHASES",

@@ -3,8 +3,8 @@ r"""Linear probes per layer, readout misalignment and readout train bias (paper 
 A *linear probe* is a fresh linear map fitted on a frozen layer's representation of the train
 split and evaluated on the test split [1]_ [2]_. The diagnostic ``probes`` fits one per layer
 (layers as in :mod:`grokwidgets.diagnostics._features`: ``embed``, ``encoder.0``, …, and
-``readout`` = the readout's input) on the fixed probe sets (up to 2,048 train and 2,048 test
-rows, :class:`~grokwidgets.diagnostics._features.ProbeSets`) at every record.
+``readout`` = the readout's input) on the fixed row subsets (up to 2,048 train and 2,048 test
+rows, :class:`~grokwidgets.diagnostics._features.RowSubsets`) at every record.
 
 The probe
 ---------
@@ -34,7 +34,7 @@ Readout misalignment and train bias
 -----------------------------------
 Paper 1 [1]_ names both but its definitions were not found (PAPERS.md); the ones used here:
 with :math:`a^{\text{model}}_s` the model's accuracy and :math:`a^{\text{probe}}_s` the probe's
-accuracy on the readout's input, both on the probe rows of split :math:`s`,
+accuracy on the readout's input, both on the fixed rows of split :math:`s`,
 
 .. math::
 
@@ -52,10 +52,10 @@ model's readout is worse on test / more train-biased than the probe":
 :math:`\text{MSE}^{\text{model}}_{\text{test}} - \text{MSE}^{\text{probe}}_{\text{test}}` and
 :math:`(\text{MSE}^{\text{model}}_{\text{test}} - \text{MSE}^{\text{model}}_{\text{train}})
 - (\text{MSE}^{\text{probe}}_{\text{test}} - \text{MSE}^{\text{probe}}_{\text{train}})`.
-Both are whole-model values (layer ``"model"``). The model's accuracy here is on the probe
+Both are whole-model values (layer ``"model"``). The model's accuracy here is on the fixed
 rows, so with more than 2,048 test rows it differs slightly from ``test_acc``.
 
-Variants with other probe sets or penalty: :func:`register_probes`.
+Variants with other row subsets or penalty: :func:`register_probes`.
 
 References
 ----------
@@ -76,16 +76,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics._features import (
     Capture,
-    ProbeSets,
+    RowSubsets,
     capture,
     fill_aliases,
     representation_points,
 )
+from grokwidgets.diagnostics._shared import sample_matrix
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, register
-from grokwidgets.monitor.probe import Probe
-from grokwidgets.store.records import MODEL_LAYER
 from grokwidgets.tasks.losses import accuracy
 
 __all__ = [
@@ -147,14 +148,7 @@ class LinearProbeResult:
 
 
 def _as_float64(x: ArrayLike, name: str) -> Tensor:
-    t = torch.as_tensor(x).detach().to("cpu", torch.float64)
-    if t.ndim != 2:
-        msg = f"{name} must be 2-D (samples, features), got shape {tuple(t.shape)}."
-        raise ValueError(msg)
-    if not bool(torch.isfinite(t).all()):
-        msg = f"{name} holds NaN or infinite values; a probe needs finite features."
-        raise ValueError(msg)
-    return t
+    return sample_matrix(x, name, why_finite="; a probe needs finite features")
 
 
 def _standardize(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -303,7 +297,7 @@ def linear_probe(
     if int(torch.unique(y_tr).numel()) < 2:
         msg = (
             f"The probe's train rows hold a single class ({int(y_tr[0])}): a classifier "
-            "cannot be fitted. Use a larger or stratified probe set."
+            "cannot be fitted. Use a larger or stratified row subset."
         )
         raise ValueError(msg)
     za = torch.cat([z_tr, torch.ones(n, 1, dtype=torch.float64)], dim=1)
@@ -379,26 +373,26 @@ def _metric_infos() -> list[MetricInfo]:
         MetricInfo(
             "probe_train_acc",
             "accuracy of a linear probe (L2 logistic regression on standardized features) "
-            "fitted on the layer's representation of the train probe rows, on those rows",
+            "fitted on the layer's representation of the fixed train rows, on those rows",
             "1",
             _BOTH,
         ),
         MetricInfo(
             "probe_test_acc",
-            "test accuracy of a linear probe fitted on the layer's representation of the train "
-            "probe rows ('readout' = the readout's input)",
+            "test accuracy of a linear probe fitted on the layer's representation of the fixed "
+            "train rows ('readout' = the readout's input)",
             "1",
             _BOTH,
         ),
         MetricInfo(
             "probe_train_loss",
-            "the probe's loss on the train probe rows (cross-entropy; ridge: MSE)",
+            "the probe's loss on the fixed train rows (cross-entropy; ridge: MSE)",
             "nats (classification) / MSE (regression)",
             _BOTH,
         ),
         MetricInfo(
             "probe_test_loss",
-            "the probe's loss on the test probe rows (cross-entropy; ridge: MSE)",
+            "the probe's loss on the fixed test rows (cross-entropy; ridge: MSE)",
             "nats (classification) / MSE (regression)",
             _BOTH,
         ),
@@ -433,7 +427,7 @@ def _model_scores(cap: Capture, kind: str) -> tuple[float, float]:
     return math.nan, float(F.mse_loss(out, cap.targets.to(torch.float64).reshape(out.shape)))
 
 
-def _probes_fn(name: str, sets: ProbeSets, l2: float, tol: float) -> DiagnosticFn:
+def _probes_fn(name: str, sets: RowSubsets, l2: float, tol: float) -> DiagnosticFn:
     def probes(probe: Probe) -> dict[str, float | dict[str, float]]:
         task = probe.task
         if task is None:
@@ -450,9 +444,9 @@ def _probes_fn(name: str, sets: ProbeSets, l2: float, tol: float) -> DiagnosticF
                 continue  # filled from the layer it is an alias of, below
             reason = train.skipped.get(layer) or test.skipped.get(layer)
             if reason is None and layer not in test.features:
-                reason = "no representation on the test probe rows"
+                reason = "no representation on the fixed test rows"
             if reason is None and classification and n_train_classes < 2:
-                reason = "the train probe rows hold a single class: no classifier to fit"
+                reason = "the fixed train rows hold a single class: no classifier to fit"
             if reason is not None:
                 for metric in _LAYER_METRICS:
                     out[metric][layer] = probe.nan(metric, reason, layer=layer)
@@ -516,23 +510,23 @@ def _readout_values(
 def register_probes(
     name: str = "probes",
     *,
-    sets: ProbeSets | None = None,
+    sets: RowSubsets | None = None,
     l2: float = DEFAULT_L2,
     tol: float = DEFAULT_TOL,
     replace: bool = False,
 ) -> None:
-    """Register the probe family under ``name`` with its own probe sets and penalty.
+    """Register the probe family under ``name`` with its own row subsets and penalty.
 
     ``"probes"`` is registered with the defaults; a variant is for other sizes, e.g.
-    ``register_probes("probes_all", sets=ProbeSets(n_train=10**9, n_test=10**9))`` probes on
+    ``register_probes("probes_all", sets=RowSubsets(n_train=10**9, n_test=10**9))`` probes on
     every row. Warm-start state is kept under ``"{name}.coef.{layer}"`` in ``probe.state``.
 
     Parameters
     ----------
     name : str
         The diagnostic's name in ``Monitor(diagnostics=[...])``.
-    sets : ProbeSets, optional
-        The fixed probe rows; default ``ProbeSets()`` (2,048 train and 2,048 test, seed 0).
+    sets : RowSubsets, optional
+        The fixed rows; default ``RowSubsets()`` (2,048 train and 2,048 test, seed 0).
     l2 : float
         The probes' L2 penalty λ.
     tol : float
@@ -545,7 +539,7 @@ def register_probes(
         msg = f"l2 and tol must be positive, got l2={l2}, tol={tol}."
         raise ValueError(msg)
     register(name, metrics=_metric_infos(), setup=_check_model, replace=replace)(
-        _probes_fn(name, sets or ProbeSets(), float(l2), float(tol))
+        _probes_fn(name, sets or RowSubsets(), float(l2), float(tol))
     )
 
 

@@ -1,6 +1,6 @@
 """The registry of diagnostics: name -> function(Probe) -> values per layer and metric.
 
-A diagnostic is a function that takes a :class:`~grokwidgets.monitor.probe.Probe` and returns
+A diagnostic is a function that takes a :class:`~grokwidgets.diagnostics.probe.Probe` and returns
 a mapping ``metric -> value`` (a whole-model value, layer ``"model"``) or
 ``metric -> {layer: value}``; array variables declared with ``arrays=`` map
 ``variable -> {layer: 1-D array}``. Every metric it may return is declared with its
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from grokwidgets.monitor.probe import Probe
+    from grokwidgets.diagnostics.probe import Probe
 
 Values = Mapping[str, Any]
 DiagnosticFn = Callable[["Probe"], Values]

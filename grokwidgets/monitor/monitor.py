@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -15,16 +14,19 @@ import xarray as xr
 from torch import Tensor, nn
 
 import grokwidgets.diagnostics  # noqa: F401  (registers the built-in diagnostics)
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics.probe import RECORD_VALUES, Probe
 from grokwidgets.diagnostics.registry import Diagnostic, metric_info, resolve
 from grokwidgets.monitor.cadence import Cadence, LogSpaced, as_cadence
-from grokwidgets.monitor.probe import RECORD_VALUES, Probe
+from grokwidgets.monitor.dispatch import readers_last, record_of
 from grokwidgets.store import run_dir
 from grokwidgets.store.checkpoints import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from grokwidgets.store.records import MODEL_LAYER, Index, Record, dense_block, to_dataset
+from grokwidgets.store.records import Index, Record, dense_block, to_dataset
+from grokwidgets.store.run_info import RunInfo, now, read_run_info, update_run_info, write_run_info
 from grokwidgets.store.zarr_store import ZarrRecordWriter
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import LossFn, make_loss
@@ -70,7 +72,10 @@ class Monitor:
     config : dict, optional
         Extra JSON-able facts for ``run.json`` (the training recipe).
     flush_every, flush_seconds : int, float
-        Records are written every ``flush_every`` records or ``flush_seconds`` seconds.
+        Records are buffered and written (committed, visible to readers) once
+        ``flush_every`` are buffered, or at the first record ``flush_seconds`` after the last
+        write; also at each checkpoint, :meth:`flush` and :meth:`close`. A crash loses at most
+        the buffered records. ``flush_every=1`` makes every record visible at once.
 
     Examples
     --------
@@ -101,12 +106,11 @@ class Monitor:
         self.model = model
         self.task = task
         self.optimizer = optimizer
+        self._flush_every, self._flush_seconds = flush_every, flush_seconds
         self.dir = Path(dir) if dir is not None else None
-        self.diagnostics: list[Diagnostic] = resolve(
-            [diagnostics] if isinstance(diagnostics, str) else diagnostics
+        self.diagnostics: list[Diagnostic] = readers_last(
+            resolve([diagnostics] if isinstance(diagnostics, str) else diagnostics)
         )
-        # Readers of the record (fn.reads_record) go last; the sort is stable.
-        self.diagnostics.sort(key=lambda d: bool(getattr(d.fn, "reads_record", False)))
         self._cadences = self._resolve_cadences(cadence)
         if callable(loss):
             self.loss_fn: LossFn | None = loss
@@ -226,7 +230,7 @@ class Monitor:
         if self._writer is not None:
             self._writer.close()
         if self.dir is not None:
-            run_dir.update_run_json(self.dir, status=status)
+            update_run_info(self.dir, status=status)
 
     def __enter__(self) -> Monitor:
         return self
@@ -291,7 +295,10 @@ class Monitor:
             probe = self._probe(step, precomputed)
             probe.cache[RECORD_VALUES] = record.values
             for diag in due:
-                self._add_values(record, diag, diag.fn(probe))
+                part = record_of(step, diag, diag.fn(probe))
+                for name in part.arrays:
+                    self._index.arrays.setdefault(name, {"dim": diag.arrays[name], "size": 0})
+                record.merge(part)
             if probe.nan_reasons:
                 self._index.add_nan_reasons(probe.nan_reasons)
             self._add_scalars(record, scalars)
@@ -301,28 +308,6 @@ class Monitor:
             self.checkpoint(step)
         self._next_due = self._compute_next(step + 1)
         return record
-
-    def _add_values(self, record: Record, diag: Diagnostic, values: Mapping[str, Any]) -> None:
-        declared = {m.name for m in diag.metrics}
-        for name, value in values.items():
-            if name in diag.arrays:
-                record.arrays[name] = {
-                    layer: np.asarray(v, dtype=np.float64) for layer, v in value.items()
-                }
-                self._index.arrays.setdefault(name, {"dim": diag.arrays[name], "size": 0})
-                continue
-            if name not in declared:
-                msg = (
-                    f"Diagnostic {diag.name!r} returned metric {name!r}, which it does not "
-                    f"declare (declared: {sorted(declared)}). "
-                    "Add it to metrics=[...] in register()."
-                )
-                raise ValueError(msg)
-            if isinstance(value, Mapping):
-                for layer, v in value.items():
-                    record.values[(layer, name)] = float(v)
-            else:
-                record.values[(MODEL_LAYER, name)] = float(value)
 
     def _add_scalars(self, record: Record, scalars: Mapping[str, float]) -> None:
         for name, value in scalars.items():
@@ -381,23 +366,26 @@ class Monitor:
                 torch.set_rng_state(rng)
             self.state.update(loaded.monitor_state)
             self.resume_step = step
-            self._writer = ZarrRecordWriter(metrics_path, mode="a")
+            self._writer = ZarrRecordWriter(
+                metrics_path,
+                mode="a",
+                flush_every=self._flush_every,
+                flush_seconds=self._flush_seconds,
+            )
             self._writer.truncate(step)
             self._index = self._writer.index
             self._index.metric_info.update(metric_info(self.diagnostics))
             self._last_step = step
-            info = run_dir.read_run_json(self.dir)
-            resumed = [*info.get("resumed_from", []), step]
-            run_dir.update_run_json(self.dir, status="running", resumed_from=resumed)
+            resumed = [*read_run_info(self.dir).resumed_from, step]
+            update_run_info(self.dir, status="running", resumed_from=resumed)
             return
         run_dir.prepare(self.dir, resume=False, overwrite=overwrite)
         model_cfg = getattr(self.model, "config", None)
-        info = {
-            "format": "grokwidgets-run",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "status": "running",
-            "seed": config.get("seed"),
-            "config": {
+        info = RunInfo(
+            status="running",
+            created=now(),
+            seed=config.get("seed"),
+            config={
                 "task": self.task.config if self.task is not None else None,
                 "model": model_cfg
                 if isinstance(model_cfg, dict)
@@ -407,9 +395,14 @@ class Monitor:
                 "checkpoint_cadence": self._ckpt.to_json() if self._ckpt is not None else None,
                 **config,
             },
-            "versions": run_dir.versions(),
-        }
-        run_dir.write_run_json(self.dir, info)
-        self._writer = ZarrRecordWriter(metrics_path, mode="w")
+            versions=run_dir.versions(),
+        )
+        write_run_info(self.dir, info)
+        self._writer = ZarrRecordWriter(
+            metrics_path,
+            mode="w",
+            flush_every=self._flush_every,
+            flush_seconds=self._flush_seconds,
+        )
         self._writer.set_metric_info(self._index.metric_info)
         self._index = self._writer.index

@@ -1,12 +1,12 @@
 """Static views of a run: self-contained HTML reports and PNGs from the same Vega-Lite specs.
 
 A report shows the widgets' panels of the diagnostic families recorded (the specs of
-:mod:`grokwidgets.widgets._panels`, data inlined and downsampled as in the widgets), then
+:mod:`grokwidgets.views.panels`, data inlined and downsampled as in the widgets), then
 a chart of every other recorded metric.
 """
 
 from grokwidgets.report.html import render_report, report_specs, write_png, write_report
-from grokwidgets.report.specs import accuracy_chart, metric_chart, metric_frame
+from grokwidgets.views.charts import accuracy_chart, metric_chart, metric_frame
 
 __all__ = [
     "accuracy_chart",

@@ -1,7 +1,7 @@
 """``grokwidgets report``: one self-contained HTML file of a run's panels and metrics.
 
-The report shows the widgets' panels (the same Vega-Lite specs as
-:class:`~grokwidgets.widgets.LiveMonitor`, data inlined and downsampled alike) for the
+The report shows the widgets' panels (the same Vega-Lite specs as the live monitor,
+:mod:`grokwidgets.views.panels`, data inlined and downsampled alike) for the
 diagnostic families recorded, then a chart of every recorded metric no panel draws, so
 nothing recorded is missing. The Vega, Vega-Lite and vega-embed scripts come from
 vl-convert's offline bundle and are inlined, so the file opens with no network (no CDN).
@@ -9,7 +9,6 @@ vl-convert's offline bundle and are inlined, so the file opens with no network (
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import os
@@ -19,7 +18,10 @@ from typing import Any
 import xarray as xr
 
 from grokwidgets.diagnostics.phases import time_to_grok
+from grokwidgets.report.panels import metric_specs, panel_specs
 from grokwidgets.store.run_dir import open_run
+from grokwidgets.views.stream import DEFAULT_BUDGET
+from grokwidgets.views.vega import vega_bundle
 
 REPORT_NAME = "report.html"
 
@@ -36,14 +38,6 @@ details pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """
 
 
-@functools.lru_cache(maxsize=1)
-def vega_bundle() -> str:
-    """Vega + vega-lite + vega-embed as one script (from vl-convert, no network)."""
-    import vl_convert as vlc
-
-    return str(vlc.javascript_bundle())  # type: ignore[call-arg]
-
-
 def _script_json(obj: Any) -> str:
     # "</" would end the <script> element early.
     return json.dumps(obj).replace("</", "<\\/")
@@ -57,11 +51,6 @@ def report_specs(ds: xr.Dataset, *, budget: int | None = None) -> list[dict[str,
     order. Time series above ``budget // 2`` rows (default: the widgets' budget) are min/max
     downsampled per log-step bucket, as in the widgets.
     """
-    # Imported here: grokwidgets.widgets._panels imports grokwidgets.report.specs, which
-    # loads this package, so a module-level import would be circular.
-    from grokwidgets.report.panels import metric_specs, panel_specs
-    from grokwidgets.widgets._stream import DEFAULT_BUDGET
-
     if not ds.sizes["step"]:
         return []
     budget = DEFAULT_BUDGET if budget is None else budget

@@ -1,9 +1,9 @@
 """The report's figures: the widgets' panels of a run, then a chart of each metric they omit.
 
-The panels are the widgets' own Vega-Lite specs (:mod:`grokwidgets.widgets._panels`, the
-tables of :mod:`grokwidgets.widgets._tables`) with their data inlined, as a widget's static
+The panels are the widgets' own Vega-Lite specs (:mod:`grokwidgets.views.panels`, the
+tables of :mod:`grokwidgets.views.tables`) with their data inlined, as a widget's static
 form inlines it; time series are min/max downsampled as the widgets downsample them, so the
-report of a 10⁵-step run stays small. Only the spec and table modules are used: no widget
+report of a 10⁵-step run stays small. Only :mod:`grokwidgets.views` is used: no widget
 instance and no anywidget.
 """
 
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from grokwidgets.report.specs import metric_chart, metric_frame
-from grokwidgets.store.records import MODEL_LAYER
-from grokwidgets.widgets._frame import Table
-from grokwidgets.widgets._panels import Panel, inline_spec, panel_spec, panels_for
-from grokwidgets.widgets._stream import DEFAULT_BUDGET, downsample_table
-from grokwidgets.widgets._tables import (
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.views.charts import metric_chart, metric_frame
+from grokwidgets.views.frame import Table
+from grokwidgets.views.panels import Panel, inline_spec, panel_spec, panels_for
+from grokwidgets.views.stream import DEFAULT_BUDGET, downsample_table
+from grokwidgets.views.tables import (
     STEP_STATE,
     TIME_SERIES,
     current_tables,

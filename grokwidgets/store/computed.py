@@ -2,7 +2,7 @@
 
 A run's ``metrics.zarr`` has one writer that appends in step order, possibly in another
 process that is still running, so values computed afterwards from a checkpoint (the
-Explorer's "compute here", :func:`grokwidgets.diagnostics.at_checkpoint.compute_at`) never go
+Explorer's "compute here", :func:`grokwidgets.replay.compute.compute_at`) never go
 there. Each computation (one diagnostic at one step) is one small zarr group,
 ``<run>/computed/step_XXXXXXXX-<diagnostic>.zarr``, written under a temporary name and moved
 into place with ``os.replace``: a reader sees a whole entry or none, and ``metrics.zarr`` is
@@ -34,7 +34,8 @@ import zarr
 
 from grokwidgets.store.checkpoints import checkpoint_path
 from grokwidgets.store.records import MODEL_LAYER, Index, Record, dense_block, to_dataset
-from grokwidgets.store.run_dir import COMPUTED_DIR, RUN_JSON, open_run, read_run_json
+from grokwidgets.store.run_dir import COMPUTED_DIR, open_run
+from grokwidgets.store.run_info import RUN_JSON, read_run_info
 
 _FORMAT = 1
 _ENTRY = re.compile(r"^step_(\d{8,})-([A-Za-z0-9_.\-]+)\.zarr$")
@@ -109,7 +110,7 @@ def source_of(run_dir: str | os.PathLike[str], step: int) -> dict[str, Any]:
 def _created(run_dir: str | os.PathLike[str]) -> str:
     if not (Path(run_dir) / RUN_JSON).is_file():
         return ""
-    return str(read_run_json(run_dir).get("created", ""))
+    return read_run_info(run_dir).created
 
 
 def write_computed(

@@ -7,13 +7,25 @@ optionally, 1-D arrays per layer for array variables such as ``spectrum`` (step 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-MODEL_LAYER = "model"
+from grokwidgets._names import MODEL_LAYER
+
+__all__ = [
+    "MODEL_LAYER",
+    "Index",
+    "Record",
+    "dense_block",
+    "dumps",
+    "json_default",
+    "records_dataset",
+    "to_dataset",
+]
 
 
 @dataclass
@@ -175,3 +187,29 @@ def json_default(obj: Any) -> Any:
 def dumps(obj: Any) -> str:
     """Stable JSON for the files a run writes."""
     return json.dumps(obj, indent=1, sort_keys=True, default=json_default)
+
+
+def records_dataset(records: Sequence[Record]) -> xr.Dataset:
+    """A run Dataset of a few in-memory records (what a Monitor listener received).
+
+    Records at the same step (a monitor may record a step in parts) become one row, the
+    later values winning, as the store's writer merges them; the records are not changed.
+    """
+    rows: list[Record] = []
+    for rec in records:
+        if rows and rows[-1].step == rec.step:
+            rows[-1] = _merged(rows[-1], rec)
+        else:
+            rows.append(rec)
+    index = Index()
+    for rec in rows:
+        index.add(rec)
+    steps, metrics, arrays = dense_block(rows, index)
+    return to_dataset(steps, metrics, arrays, index)
+
+
+def _merged(a: Record, b: Record) -> Record:
+    out = Record(step=a.step, values=dict(a.values))
+    out.arrays = {var: dict(per_layer) for var, per_layer in a.arrays.items()}
+    out.merge(b)
+    return out

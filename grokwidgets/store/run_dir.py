@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from grokwidgets.store.checkpoints import CHECKPOINT_DIR
-from grokwidgets.store.records import Index, dumps, to_dataset
+from grokwidgets.store.records import Index, to_dataset
+from grokwidgets.store.run_info import (
+    RUN_JSON,
+    RunInfo,
+    read_run_info,
+    update_run_info,
+    write_run_info,
+)
 from grokwidgets.store.zarr_store import COMMIT_FILE, StoreError, read_store
 
-RUN_JSON = "run.json"
 METRICS = "metrics.zarr"
 COMPUTED_DIR = "computed"  # diagnostics computed later from checkpoints (store/computed.py)
 
@@ -31,7 +35,7 @@ def versions() -> dict[str, str]:
     import torch
     import zarr
 
-    from grokwidgets import __version__
+    from grokwidgets._version import __version__
 
     return {
         "grokwidgets": __version__,
@@ -82,31 +86,19 @@ def prepare(path: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> P
     return p
 
 
-def write_run_json(path: str | os.PathLike[str], info: dict[str, Any]) -> None:
-    """Write ``run.json`` atomically."""
-    target = Path(path) / RUN_JSON
-    tmp = target.with_name(f".{RUN_JSON}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(info))
-    os.replace(tmp, target)
+def write_run_json(path: str | os.PathLike[str], info: RunInfo | dict[str, Any]) -> None:
+    """Write ``run.json`` atomically (a :class:`RunInfo`, or its JSON object)."""
+    write_run_info(path, info if isinstance(info, RunInfo) else RunInfo.from_json(info))
 
 
 def read_run_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``run.json`` of a run directory."""
-    target = Path(path) / RUN_JSON
-    try:
-        info: dict[str, Any] = json.loads(target.read_text())
-    except FileNotFoundError:
-        msg = f"{path} is not a grokwidgets run: {RUN_JSON} is missing."
-        raise FileNotFoundError(msg) from None
-    return info
+    """``run.json`` of a run directory as a dict (:func:`read_run_info` gives the type)."""
+    return read_run_info(path).to_json()
 
 
 def update_run_json(path: str | os.PathLike[str], **fields: Any) -> None:
     """Set fields of ``run.json`` (e.g. ``status``)."""
-    info = read_run_json(path)
-    info.update(fields)
-    info["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_run_json(path, info)
+    update_run_info(path, **fields)
 
 
 def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
@@ -132,14 +124,14 @@ def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
     if not p.exists():
         msg = f"No run at {p}: the directory does not exist."
         raise FileNotFoundError(msg)
-    info = read_run_json(p)
+    info = read_run_info(p)
     attrs = {
         "run_dir": str(p),
-        "config": info.get("config", {}),
-        "seed": info.get("seed"),
-        "status": info.get("status", "unknown"),
-        "versions": info.get("versions", {}),
-        "created": info.get("created", ""),
+        "config": info.config,
+        "seed": info.seed,
+        "status": info.status,
+        "versions": info.versions,
+        "created": info.created,
     }
     if not (p / METRICS / COMMIT_FILE).exists():
         import numpy as np

@@ -74,9 +74,15 @@ class ZarrRecordWriter:
         flush_every: int = 64,
         flush_seconds: float = 5.0,
     ) -> None:
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            msg = f"flush_every must be an integer >= 1 (records), got {flush_every!r}."
+            raise ValueError(msg)
+        if not isinstance(flush_seconds, int | float) or not flush_seconds >= 0:
+            msg = f"flush_seconds must be a number >= 0 (seconds), got {flush_seconds!r}."
+            raise ValueError(msg)
         self.path = Path(path)
         self.flush_every = flush_every
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = float(flush_seconds)
         self._buffer: list[Record] = []
         self._tail: Record | None = None  # last written record, kept to merge late values
         self._last_flush = time.monotonic()
@@ -260,27 +266,55 @@ def read_commit(path: str | os.PathLike[str]) -> dict[str, Any]:
     return commit
 
 
-def read_store(path: str | os.PathLike[str], attrs: dict[str, Any] | None = None) -> xr.Dataset:
-    """Read the committed records of a ``metrics.zarr`` store as the run Dataset.
+def read_rows(
+    path: str | os.PathLike[str], start: int = 0, attrs: dict[str, Any] | None = None
+) -> tuple[xr.Dataset, int]:
+    """Committed records ``start:`` of a ``metrics.zarr`` store, and the committed count.
 
-    Safe while a writer appends: only committed rows and columns are read.
+    Safe while a writer appends: only committed rows and columns are read, and only the rows
+    asked for, so a view following a long run reads what is new, not the history. The writer
+    may rewrite its newest committed row (a late record at that step is merged into it), so a
+    follower reads again from its last row seen, ``start = n_seen - 1``.
     """
+    if start < 0:
+        msg = f"start must be >= 0, got {start}."
+        raise ValueError(msg)
     commit = read_commit(path)
     index = Index.from_json(commit)
     n = int(commit["n"])
+    rows = max(n - start, 0)
     n_layers, n_metrics = len(index.layers), len(index.metrics)
-    if n == 0:
+    if rows == 0:
         steps = np.zeros(0, np.int64)
         metrics = np.zeros((0, n_layers, n_metrics))
         arrays = {v: np.zeros((0, n_layers, s["size"])) for v, s in index.arrays.items()}
     else:
         g = zarr.open_group(str(path), mode="r")
-        steps = _arr(g, "step")[:n]
+        steps = np.asarray(_arr(g, "step")[start:n])
         if n_metrics:
-            metrics = _arr(g, "metrics")[:n, :n_layers, :n_metrics]
+            metrics = np.asarray(_arr(g, "metrics")[start:n, :n_layers, :n_metrics])
         else:
-            metrics = np.zeros((n, n_layers, 0))
+            metrics = np.zeros((rows, n_layers, 0))
         arrays = {
-            var: _arr(g, var)[:n, :n_layers, : spec["size"]] for var, spec in index.arrays.items()
+            var: np.asarray(_arr(g, var)[start:n, :n_layers, : spec["size"]])
+            for var, spec in index.arrays.items()
         }
-    return to_dataset(steps, metrics, arrays, index, attrs)
+    return to_dataset(steps, metrics, arrays, index, attrs), n
+
+
+def read_store(
+    path: str | os.PathLike[str], attrs: dict[str, Any] | None = None, *, start: int = 0
+) -> xr.Dataset:
+    """Read the committed records (from row ``start``) of a ``metrics.zarr`` store.
+
+    Safe while a writer appends: only committed rows and columns are read.
+    """
+    return read_rows(path, start, attrs)[0]
+
+
+def declared_names(path: str | os.PathLike[str]) -> set[str]:
+    """Metric and array names a ``metrics.zarr`` store has declared or recorded so far."""
+    if not (Path(path) / COMMIT_FILE).exists():
+        return set()
+    commit = read_commit(path)
+    return set(commit.get("metric_info", {})) | set(commit["metrics"]) | set(commit["arrays"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
-import operator
 import os
 import tempfile
 import urllib.error
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import check_int
 from .base import Task, register_family
 
 __all__ = [
@@ -219,17 +219,6 @@ def _load_arrays(file: Path) -> dict[str, np.ndarray]:
     return _load_verified(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or not low <= number <= high:
-        msg = f"{name} must be an integer in [{low}, {high}], got {value!r}."
-        raise ValueError(msg)
-    return int(number)
-
-
 @register_family("mnist")
 def mnist(
     n_train: int = 1000,
@@ -301,10 +290,10 @@ def mnist(
     .. [2] Liu, Michaud & Tegmark (2022). Omnigrok: Grokking beyond algorithmic data.
        arXiv:2210.01117.
     """
-    n_train = _check_int("n_train", n_train, 1, N_TRAIN_MAX)
-    n_test = _check_int("n_test", n_test, 1, N_TEST_MAX)
+    n_train = check_int("n_train", n_train, 1, N_TRAIN_MAX)
+    n_test = check_int("n_test", n_test, 1, N_TEST_MAX)
     if seed is not None:
-        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        seed = check_int("seed", seed, 0, 2**63 - 1)
     if flatten is not True:
         msg = (
             "flatten=False is not supported: a Task holds 2-D inputs (samples, features). Use "

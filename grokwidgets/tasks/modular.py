@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numbers
-import operator
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from ._checks import check_int
 from .base import Task, register_family
 
 __all__ = ["OPS", "modular_arithmetic"]
@@ -57,17 +57,6 @@ def _is_prime(n: int) -> bool:
     return True
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-        raise ValueError(msg)
-    return int(number)
-
-
 @register_family("modular_arithmetic")
 def modular_arithmetic(
     p: int = 97, op: str = "+", train_fraction: float = 0.3, seed: int = 0
@@ -114,8 +103,8 @@ def modular_arithmetic(
     .. [1] Power, Burda, Edwards, Babuschkin & Misra (2022). Grokking: Generalization beyond
        overfitting on small algorithmic datasets. arXiv:2201.02177.
     """
-    p = _check_int("p", p, 2)
-    seed = _check_int("seed", seed, 0)
+    p = check_int("p", p, 2)
+    seed = check_int("seed", seed, 0)
     if (
         isinstance(train_fraction, bool)
         or not isinstance(train_fraction, numbers.Real)

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from typing import Literal
 
 import torch
 
+from ._checks import check_int
 from .base import Task, register_family
 
 __all__ = ["VARIANTS", "polynomial_regression"]
 
 VARIANTS = ("fig1", "fig3a")
 """The two input/target scalings of the paper (see :func:`polynomial_regression`)."""
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-        raise ValueError(msg)
-    return int(number)
 
 
 @register_family("polynomial_regression")
@@ -84,10 +73,10 @@ def polynomial_regression(
     .. [1] Kumar, Bordelon, Gershman & Pehlevan (2024). Grokking as the transition from lazy to
        rich training dynamics. ICLR 2024, arXiv:2310.06110.
     """
-    d = _check_int("d", d, 1)
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    seed = _check_int("seed", seed, 0)
+    d = check_int("d", d, 1)
+    n_train = check_int("n_train", n_train, 1)
+    n_test = check_int("n_test", n_test, 1)
+    seed = check_int("seed", seed, 0)
     if (
         isinstance(epsilon, bool)
         or not isinstance(epsilon, numbers.Real)

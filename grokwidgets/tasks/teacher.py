@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from ._checks import check_int
 from .base import Task, register_family
 
 __all__ = ["ACTIVATIONS", "teacher_student"]
@@ -24,17 +24,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "linear": lambda z: z,
 }
 """Teacher activations by name."""
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-        raise ValueError(msg)
-    return int(number)
 
 
 @register_family("teacher_student")
@@ -96,12 +85,12 @@ def teacher_student(
     .. [2] Saad & Solla (1995). On-line learning in soft committee machines. Phys. Rev. E 52,
        4225.
     """
-    d = _check_int("d", d, 1)
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    hidden = _check_int("hidden", hidden, 1)
-    n_outputs = _check_int("n_outputs", n_outputs, 1)
-    seed = _check_int("seed", seed, 0)
+    d = check_int("d", d, 1)
+    n_train = check_int("n_train", n_train, 1)
+    n_test = check_int("n_test", n_test, 1)
+    hidden = check_int("hidden", hidden, 1)
+    n_outputs = check_int("n_outputs", n_outputs, 1)
+    seed = check_int("seed", seed, 0)
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         msg = f"Unknown activation {activation!r}. Valid activations: {list(ACTIVATIONS)}."
         raise ValueError(msg)

@@ -15,16 +15,38 @@ import xarray as xr
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from grokwidgets.diagnostics.detector import PhaseEvent, PhaseWatcher
 from grokwidgets.monitor.cadence import Cadence
 from grokwidgets.monitor.monitor import Monitor
+from grokwidgets.monitor.watcher import PhaseEvent, PhaseWatcher
 from grokwidgets.store.checkpoints import checkpoint_path
-from grokwidgets.store.run_dir import update_run_json
+from grokwidgets.store.run_info import update_run_info
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import make_loss
 from grokwidgets.train.optimizers import make_optimizer
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def cast(model: nn.Module, task: Task, dtype: str, where: str = "dtype") -> Task:
+    """Cast ``model`` in place and return ``task`` in ``dtype`` (``"float32"``/``"float64"``)."""
+    if dtype not in DTYPES:
+        msg = f"{where} must be one of {list(DTYPES)}, got {dtype!r}."
+        raise ValueError(msg)
+    model.to(DTYPES[dtype])
+    return task.to(DTYPES[dtype])
+
+
+#: How ``train(live=True)`` shows a run: ``show(monitor)`` displays a live view and returns it
+#: (or ``None`` where nothing can show). :mod:`grokwidgets.widgets` sets it when imported
+#: (``import grokwidgets`` does), so training never imports the widgets above it.
+LiveDisplay = Callable[[Monitor], Any]
+_live_display: LiveDisplay | None = None
+
+
+def set_live_display(show: LiveDisplay | None) -> None:
+    """Use ``show(monitor)`` for ``train(live=True)``; ``None`` turns live views off."""
+    global _live_display  # noqa: PLW0603 (one hook, set once by the widgets package)
+    _live_display = show
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -164,11 +186,7 @@ def train(
         msg = f"steps must be >= 0, got {steps}."
         raise ValueError(msg)
     if dtype is not None:
-        if dtype not in _DTYPES:
-            msg = f"dtype must be one of {list(_DTYPES)}, got {dtype!r}."
-            raise ValueError(msg)
-        model.to(_DTYPES[dtype])
-        task = task.to(_DTYPES[dtype])
+        task = cast(model, task, dtype)
     loss_fn = make_loss(loss, task)
     opt = make_optimizer(
         optimizer, model, lr=lr, weight_decay=weight_decay, **(optimizer_kwargs or {})
@@ -203,10 +221,8 @@ def train(
         config={"seed": seed, "train": recipe},
     )
     view = None
-    if live:
-        from grokwidgets.widgets._notebook import show_live
-
-        view = show_live(monitor)
+    if live and _live_display is not None:
+        view = _live_display(monitor)
     callbacks = [fn for fn in (on_event, getattr(view, "notify", None)) if fn is not None]
     detector_recorded = any(d.name == "phase_detector" for d in monitor.diagnostics)
     if on_event is not None or stop_on or (view is not None and detector_recorded):
@@ -272,7 +288,7 @@ def train(
             view.flush()  # a failed or interrupted run: its status redraws the saved image
     monitor.close("finished")
     if stopped_at is not None and monitor.dir is not None:
-        update_run_json(monitor.dir, stopped_at=stopped_at, stop_reason=monitor.stop_reason)
+        update_run_info(monitor.dir, stopped_at=stopped_at, stop_reason=monitor.stop_reason)
     if view is not None:
         view.status = monitor.status  # an ended run redraws the cell's saved image
     return Run(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from grokwidgets.train.loop import set_live_display
+from grokwidgets.widgets._notebook import show_live
 from grokwidgets.widgets.accessor import GrokAccessor
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ __all__ = ["Compare", "Explorer", "GrokAccessor", "LiveMonitor"]
 
 _LAZY = {"LiveMonitor": "live", "Explorer": "explorer", "Compare": "compare"}
 INSTALL_HINT = "pip install anywidget ipywidgets  (or: pip install grokwidgets)"
+
+set_live_display(show_live)  # gw.train(live=True) shows a LiveMonitor in a notebook
 
 
 def __getattr__(name: str) -> Any:

@@ -15,10 +15,11 @@ import numpy as np
 import traitlets
 import vl_convert as vlc
 
-from grokwidgets.widgets._frame import Table
-from grokwidgets.widgets._panels import dataset_names, inline_spec, panel_spec, panels_for
-from grokwidgets.widgets._stream import DEFAULT_BUDGET, Stream
-from grokwidgets.widgets._tables import concat, empty_current
+from grokwidgets.views.frame import Table
+from grokwidgets.views.panels import dataset_names, inline_spec, panel_spec, panels_for
+from grokwidgets.views.stream import DEFAULT_BUDGET, Stream
+from grokwidgets.views.tables import concat, empty_current
+from grokwidgets.views.vega import vega_bundle
 
 
 class PanelWidget(anywidget.AnyWidget):
@@ -137,8 +138,6 @@ class PanelWidget(anywidget.AnyWidget):
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML page of the panels (Vega inlined from vl-convert, no CDN)."""
-        from grokwidgets.report.html import vega_bundle
-
         specs = json.dumps(self.static_specs()).replace("</", "<\\/")
         note = html.escape(" — ".join(x for x in (self.status, self.message) if x))
         page = f"""<!DOCTYPE html>

@@ -48,6 +48,6 @@ class GrokAccessor:
 
     def plot(self, metric: str, **kwargs: Any) -> alt.Chart:
         """Line chart of ``metric`` per layer over steps (the report's chart)."""
-        from grokwidgets.report.specs import metric_chart
+        from grokwidgets.views.charts import metric_chart
 
         return metric_chart(self._ds, metric, **kwargs)

@@ -11,10 +11,10 @@ import numpy as np
 import xarray as xr
 
 from grokwidgets.store.run_dir import open_run
+from grokwidgets.views.frame import Table
+from grokwidgets.views.tables import TIME_SERIES, concat, series_tables
 from grokwidgets.widgets._base import PanelWidget
 from grokwidgets.widgets._esm import esm_path
-from grokwidgets.widgets._frame import Table
-from grokwidgets.widgets._tables import TIME_SERIES, concat, series_tables
 
 #: Dimensions of a run Dataset; any other dimension is a sweep dimension.
 RUN_DIMS = {"step", "layer", "metric", "eig", "kernel_eig", "rand_eig"}

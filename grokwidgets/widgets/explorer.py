@@ -14,14 +14,14 @@ import traitlets
 import xarray as xr
 from torch import nn
 
-from grokwidgets.diagnostics.at_checkpoint import computable_at, compute_at
+from grokwidgets.replay.compute import computable_at, compute_at
 from grokwidgets.store.checkpoints import CheckpointError, checkpoint_path, list_checkpoints
 from grokwidgets.store.computed import COMPUTED_DIR, merge_computed, read_computed
 from grokwidgets.store.run_dir import open_run
 from grokwidgets.tasks.base import Task
+from grokwidgets.views.tables import STEP_STATE, current_tables, last_step_with, series_tables
 from grokwidgets.widgets._base import PanelWidget
 from grokwidgets.widgets._esm import esm_path
-from grokwidgets.widgets._tables import STEP_STATE, current_tables, last_step_with, series_tables
 
 
 def _names(ds: xr.Dataset) -> set[str]:
@@ -38,7 +38,7 @@ class Explorer(PanelWidget):
     be computed from the checkpoint ("compute here" in the view, or :meth:`compute`): the
     kernel stays free while they run on a background thread, :attr:`message` shows the
     progress, and the values are cached in the run directory (``computed/``), so a reopened
-    Explorer shows them. See :func:`grokwidgets.diagnostics.at_checkpoint.compute_at` for how
+    Explorer shows them. See :func:`grokwidgets.replay.compute.compute_at` for how
     diagnostics that compare with the start of the run or an earlier record are handled.
 
     Parameters

@@ -13,12 +13,14 @@ import xarray as xr
 
 from grokwidgets.monitor.monitor import Monitor
 from grokwidgets.store import run_dir
-from grokwidgets.store.records import Record
+from grokwidgets.store.records import Record, records_dataset
+from grokwidgets.store.run_info import read_run_info
+from grokwidgets.store.zarr_store import declared_names, read_rows
+from grokwidgets.views.stream import DEFAULT_BUDGET
+from grokwidgets.views.tables import STEP_STATE, current_tables, last_step_with, series_tables
 from grokwidgets.widgets._base import PanelWidget
 from grokwidgets.widgets._esm import esm_path
-from grokwidgets.widgets._follow import Poller, declared_names, read_rows, records_dataset
-from grokwidgets.widgets._stream import DEFAULT_BUDGET
-from grokwidgets.widgets._tables import STEP_STATE, current_tables, last_step_with, series_tables
+from grokwidgets.widgets._follow import Poller
 
 _DONE = ("finished", "failed", "interrupted")
 
@@ -182,11 +184,11 @@ class LiveMonitor(PanelWidget):
         try:
             if not (self._dir / run_dir.RUN_JSON).exists():
                 return True
-            status = str(run_dir.read_run_json(self._dir).get("status", "unknown"))
+            status = read_run_info(self._dir).status
             if not (self._dir / run_dir.METRICS).exists():
                 self.status, self.message = status, "waiting for the first records"
                 return status not in _DONE
-            self._set_panels(declared_names(self._dir))
+            self._set_panels(declared_names(self._dir / run_dir.METRICS))
             self._read_rows()
             if not self._n:
                 self.message = "waiting for the first records"
@@ -205,11 +207,11 @@ class LiveMonitor(PanelWidget):
         """
         assert self._dir is not None
         start = max(self._n - 1, 0)
-        ds, n = read_rows(self._dir, start)
+        ds, n = read_rows(self._dir / run_dir.METRICS, start)
         if n < self._n:  # truncated (a run resumed from an earlier checkpoint): start over
             self._stream.reset()
             self._n, self._last_row, start = 0, None, 0
-            ds, n = read_rows(self._dir, 0)
+            ds, n = read_rows(self._dir / run_dir.METRICS, 0)
             if not n:
                 self._resnapshot()
                 return

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 import grokwidgets as gw
-from grokwidgets.monitor.probe import Probe
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.tasks.losses import make_loss
 
 

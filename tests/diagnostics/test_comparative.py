@@ -141,7 +141,7 @@ def test_recorded_values_match_direct_computations(mod_task):
         assert get("rel_change", layer) * float(w0.norm()) == pytest.approx(
             get("dist_from_init", layer), rel=1e-5
         )
-    # activations: ReLU zeros of each hidden layer on the train probe rows (all 60 rows here)
+    # activations: ReLU zeros of each hidden layer on the fixed train rows (all 60 rows here)
     model.eval()
     with torch.no_grad():
         h0 = model.embed(mod_task.x_train).flatten(1)
@@ -156,10 +156,10 @@ def test_recorded_values_match_direct_computations(mod_task):
     assert get("activation_sparsity", "readout") == get("activation_sparsity", "encoder.2")
     pooled = float(((h1 == 0).sum() + (h2 == 0).sum()) / (h1.numel() + h2.numel()))
     assert get("activation_sparsity", "model") == pytest.approx(pooled)
-    # circuit complexity on the train probe rows (ProbeSets order), one layer and all at once
-    from grokwidgets.diagnostics._features import ProbeSets
+    # circuit complexity on the fixed train rows (RowSubsets order), one layer and all at once
+    from grokwidgets.diagnostics._features import RowSubsets
 
-    rows = ProbeSets().rows("train", mod_task.n_train)[:512]
+    rows = RowSubsets().rows("train", mod_task.n_train)[:512]
     x = mod_task.x_train[rows]
     for layer, paths in (("encoder.0", ["encoder.0"]), ("model", list(params_layers(model)))):
         assert get("circuit_complexity", layer) == pytest.approx(

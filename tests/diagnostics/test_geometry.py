@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import grokwidgets as gw
 import grokwidgets.diagnostics.probes  # noqa: F401  (registers "probes")
-from grokwidgets.diagnostics._features import ProbeSets
+from grokwidgets.diagnostics._features import RowSubsets
 from grokwidgets.diagnostics.geometry import (
     class_separation,
     effective_rank,
@@ -188,7 +188,7 @@ def test_geometry_through_a_monitor(mod_task):
         assert np.isnan(float(first.sel(layer=layer, metric="cka_prev")))
     assert ds.attrs["nan_reasons"]["cka_prev"]["readout"] == "no previous record of this layer"
     # At step 6 the values equal the functions applied to hand-computed representations.
-    rows = ProbeSets().rows("test", mod_task.n_test)
+    rows = RowSubsets().rows("test", mod_task.n_test)
     with torch.no_grad():
         emb = model.embed(mod_task.x_test[rows]).flatten(1)
         h2 = torch.relu(model.encoder[2](torch.relu(model.encoder[0](emb))))

@@ -22,8 +22,8 @@ from grokwidgets.diagnostics.kernel import (
     linearized_outputs,
     register_ntk,
 )
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import resolve
-from grokwidgets.monitor.probe import Probe
 from tests._resume import crash_and_resume
 
 RNG = np.random.default_rng(0)

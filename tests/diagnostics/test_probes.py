@@ -10,9 +10,9 @@ from torch import nn
 
 import grokwidgets as gw
 import grokwidgets.diagnostics.geometry  # noqa: F401  (registers "geometry")
-from grokwidgets.diagnostics._features import ProbeSets, capture, representation_points
+from grokwidgets.diagnostics._features import RowSubsets, capture, representation_points
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.probes import DEFAULT_L2, linear_probe
-from grokwidgets.monitor.probe import Probe
 
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
 sklearn_pre = pytest.importorskip("sklearn.preprocessing")
@@ -138,7 +138,7 @@ def test_linear_probe_bad_input_raises_clear_errors():
 
 def test_capture_reads_each_hidden_layer_and_the_readout_input(mod_task):
     model = gw.models.MLP.for_task(mod_task, width=16, depth=2, embed_dim=4)
-    sets = ProbeSets(n_train=20, n_test=2048, seed=3)
+    sets = RowSubsets(n_train=20, n_test=2048, seed=3)
     cap = capture(Probe(model, mod_task, 0, None, {}), "train", sets)
     assert cap.layers == ["embed", "encoder.0", "encoder.2", "readout"]
     assert cap.aliases == {"encoder.2": "readout"}
@@ -222,7 +222,7 @@ def test_probes_through_train_match_their_definitions(mod_task):
         emb_te = model.embed(mod_task.x_test).flatten(1)
         h_tr = torch.relu(model.encoder[2](torch.relu(model.encoder[0](emb_tr))))
         h_te = torch.relu(model.encoder[2](torch.relu(model.encoder[0](emb_te))))
-    rows_tr = ProbeSets().rows("train", mod_task.n_train)
+    rows_tr = RowSubsets().rows("train", mod_task.n_train)
     ref = linear_probe(h_tr[rows_tr], mod_task.y_train[rows_tr], h_te, mod_task.y_test)
     assert float(m.sel(layer="readout", metric="probe_test_acc")) == pytest.approx(
         ref.test_acc, abs=1e-12
@@ -237,7 +237,7 @@ def test_probes_through_train_match_their_definitions(mod_task):
         assert float(m.sel(layer="encoder.2", metric=metric)) == float(
             m.sel(layer="readout", metric=metric)
         )
-    # Every probe row is a split row here (< 2048), so the definitions close exactly.
+    # Every fixed row is a split row here (< 2048), so the definitions close exactly.
     acc = {s: float(m.sel(layer="model", metric=f"{s}_acc")) for s in ("train", "test")}
     p_acc = {s: float(m.sel(layer="readout", metric=f"probe_{s}_acc")) for s in ("train", "test")}
     assert float(m.sel(layer="model", metric="readout_misalignment")) == pytest.approx(

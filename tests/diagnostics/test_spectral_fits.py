@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from grokwidgets.diagnostics.spectral_fits import (
+from grokwidgets.diagnostics.htsr.fits import (
     fit_power_law,
     jensen_shannon_distance,
     kde_linear,

@@ -122,3 +122,58 @@ def test_no_task_needs_no_loss():
     assert mon.dataset()["metrics"].sel(metric="param_norm", layer="model").size == 1
     with pytest.raises(ValueError, match="no task"):
         gw.Monitor(model, None, diagnostics=["loss"], cadence=1).step(0)
+
+
+def _committed(run):
+    return gw.open_run(run).sizes["step"]
+
+
+def test_flush_every_sets_when_records_become_visible(tmp_path, mod_task):
+    """Monitor(flush_every=k) commits every k records (a reader sees them), not every 64."""
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    run = tmp_path / "run"
+    seen = []
+    with gw.Monitor(
+        model,
+        mod_task,
+        dir=run,
+        cadence=Every(1),
+        checkpoint_cadence=False,
+        flush_every=3,
+        flush_seconds=1e9,
+    ) as mon:
+        for step in range(7):
+            mon.step(step)
+            seen.append(_committed(run))
+    assert seen == [0, 0, 3, 3, 3, 6, 6]
+    assert _committed(run) == 7  # close flushes the rest
+
+
+def test_flush_seconds_zero_commits_each_record(tmp_path, mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    run = tmp_path / "run"
+    kw = {"cadence": Every(1), "checkpoint_cadence": False, "flush_every": 1000}
+    with gw.Monitor(model, mod_task, dir=run, flush_seconds=0, **kw) as mon:
+        for step in range(4):
+            mon.step(step)
+            assert _committed(run) == step + 1
+    # and the default buffers: nothing is visible before close
+    other = tmp_path / "other"
+    with gw.Monitor(model, mod_task, dir=other, flush_seconds=1e9, **kw) as mon:
+        for step in range(4):
+            mon.step(step)
+        assert _committed(other) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"flush_every": 0}, "flush_every must be an integer >= 1"),
+        ({"flush_every": 2.5}, "flush_every must be an integer >= 1"),
+        ({"flush_seconds": -1}, "flush_seconds must be a number >= 0"),
+    ],
+)
+def test_bad_flush_settings_are_refused(tmp_path, mod_task, kwargs, match):
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    with pytest.raises(ValueError, match=match):
+        gw.Monitor(model, mod_task, dir=tmp_path / "run", **kwargs)

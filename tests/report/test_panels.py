@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from grokwidgets.report import render_report, report_specs
-from grokwidgets.report.html import vega_bundle
 from grokwidgets.report.panels import drawn_metrics, recorded_names, report_panels
 from grokwidgets.store.records import Index, to_dataset
+from grokwidgets.views.vega import vega_bundle
 from tests.widgets._runs import dataset
 
 

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import xarray as xr
 
 from grokwidgets.store.records import Index, Record, dense_block, to_dataset
-from grokwidgets.store.zarr_store import StoreError, ZarrRecordWriter, read_store
+from grokwidgets.store.zarr_store import (
+    StoreError,
+    ZarrRecordWriter,
+    declared_names,
+    read_rows,
+    read_store,
+)
 
 
 def rec(step, **values):
@@ -100,3 +107,26 @@ def test_refuses_existing_store_and_non_store(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(StoreError, match="not a grokwidgets metrics store"):
         read_store(tmp_path / "other")
+
+
+def test_read_rows_from_an_offset_equals_the_tail_of_the_whole(tmp_path):
+    records = [rec(s, model__loss=1.0 / (s + 1), readout__norm=float(s)) for s in range(40)]
+    records[-1].arrays["spectrum"] = {"readout": np.arange(5.0)}
+    w = ZarrRecordWriter(tmp_path / "m.zarr", flush_every=7)
+    for r in records:
+        w.append(r)
+    w.flush()
+    whole = read_store(tmp_path / "m.zarr")
+    for start in (0, 1, 13, 39):
+        part, n = read_rows(tmp_path / "m.zarr", start)
+        assert n == 40
+        xr.testing.assert_identical(part, whole.isel(step=slice(start, None)))
+        xr.testing.assert_identical(read_store(tmp_path / "m.zarr", start=start), part)
+    past, n = read_rows(tmp_path / "m.zarr", 50)
+    assert n == 40
+    assert past.sizes["step"] == 0
+    assert set(past["metric"].values) == set(whole["metric"].values)
+    with pytest.raises(ValueError, match="start must be >= 0"):
+        read_rows(tmp_path / "m.zarr", -1)
+    assert declared_names(tmp_path / "m.zarr") == {"loss", "norm", "spectrum"}
+    assert declared_names(tmp_path / "nothing.zarr") == set()

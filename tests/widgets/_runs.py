@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from grokwidgets.store import run_dir
-from grokwidgets.store.records import Record
+from grokwidgets.store.records import Record, records_dataset
 from grokwidgets.store.zarr_store import ZarrRecordWriter
-from grokwidgets.widgets._follow import records_dataset
 
 LAYERS = ("encoder.0", "readout")
 

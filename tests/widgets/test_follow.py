@@ -19,11 +19,10 @@ import numpy as np
 
 import grokwidgets as gw
 from grokwidgets.store import run_dir
-from grokwidgets.store.records import Record
+from grokwidgets.store.records import Record, records_dataset
 from grokwidgets.store.zarr_store import ZarrRecordWriter
+from grokwidgets.views.frame import decode_frame
 from grokwidgets.widgets import LiveMonitor
-from grokwidgets.widgets._follow import records_dataset
-from grokwidgets.widgets._frame import decode_frame
 
 from ._runs import records
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import grokwidgets as gw
-from grokwidgets.widgets._panels import panels_for
-from grokwidgets.widgets._tables import (
+from grokwidgets.views.panels import panels_for
+from grokwidgets.views.tables import (
     PRUNE_METHODS,
     STEP_STATE,
     current_tables,
@@ -97,8 +97,8 @@ def test_pruning_curve_is_the_state_at_the_step(run_ds):
 def test_a_panel_with_an_empty_series_still_renders_a_png():
     import vl_convert as vlc
 
-    from grokwidgets.widgets._panels import PANELS, inline_spec, panel_spec
-    from grokwidgets.widgets._tables import empty_current
+    from grokwidgets.views.panels import PANELS, inline_spec, panel_spec
+    from grokwidgets.views.tables import empty_current
 
     panel = next(p for p in PANELS if p.id == "compress")
     tables = dict(empty_current())
@@ -119,7 +119,7 @@ def test_a_panel_with_an_empty_series_still_renders_a_png():
 
 
 def test_detector_events_show_in_a_live_monitor():
-    from grokwidgets.diagnostics.detector import PhaseWatcher
+    from grokwidgets.monitor.watcher import PhaseWatcher
     from grokwidgets.widgets import LiveMonitor
 
     task = gw.tasks.modular_arithmetic(p=11, op="+", train_fraction=0.7, seed=0)

@@ -7,8 +7,8 @@ import traitlets
 import xarray as xr
 
 import grokwidgets as gw
+from grokwidgets.views.frame import decode_frame
 from grokwidgets.widgets import Compare, Explorer, LiveMonitor
-from grokwidgets.widgets._frame import decode_frame
 
 from ._runs import dataset, record, write_run
 

@@ -32,7 +32,7 @@ Some diagnostics compare with the start of the run (``rel_change``, ``ntk_cka_in
 - a diagnostic that reads the record (``fn.reads_record``, the phase detector) runs last and
   sees the step's values: recorded, cached, and computed in the same call.
 
-With several diagnostics asked at once, one :class:`~grokwidgets.monitor.probe.Probe` serves
+With several diagnostics asked at once, one :class:`~grokwidgets.diagnostics.probe.Probe` serves
 them all (shared forward passes), in registry order, as in a Monitor record.
 """
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,18 +50,20 @@ import torch
 import xarray as xr
 from torch import nn
 
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics.probe import RECORD_VALUES, Probe
 from grokwidgets.diagnostics.registry import Diagnostic, available, metric_info, resolve
-from grokwidgets.monitor.probe import RECORD_VALUES, Probe
+from grokwidgets.monitor.dispatch import readers_last, record_of
+from grokwidgets.replay.restore import RestoredRun, restore_run
 from grokwidgets.store.checkpoints import checkpoint_path, list_checkpoints
 from grokwidgets.store.computed import open_run_with_computed, write_computed
-from grokwidgets.store.records import MODEL_LAYER, Record
+from grokwidgets.store.records import Record
 from grokwidgets.store.run_dir import open_run
 from grokwidgets.tasks.base import Task
+from grokwidgets.train.loop import BatchSchedule
 
 if TYPE_CHECKING:
     import os
-
-    from grokwidgets.train.config import RestoredRun
 
 __all__ = ["INIT_METRICS", "PREVIOUS_METRICS", "compute_at", "computable_at", "recorded_at"]
 
@@ -166,7 +168,7 @@ def compute_at(
 
     Diagnostics with values at ``step`` already (recorded, or cached by an earlier call) are
     not computed again. The rest are computed on the checkpoint's model with one
-    :class:`~grokwidgets.monitor.probe.Probe`, as the Monitor records them; how state kept
+    :class:`~grokwidgets.diagnostics.probe.Probe`, as the Monitor records them; how state kept
     between records is set up is in the module docstring. Each diagnostic is cached as soon
     as it is done.
 
@@ -259,9 +261,6 @@ def _compute(
     task: Task | None,
     progress: Progress | None,
 ) -> None:
-    # Lazy: the training package imports the Monitor, which imports this package.
-    from grokwidgets.train.config import restore_run
-
     run = restore_run(root, model=model, task=task)
     recorded = open_run(root)
     earlier = recorded["step"].values[recorded["step"].values <= step]
@@ -284,7 +283,7 @@ def _compute(
     # As the Monitor does: this step's values so far are visible to the diagnostics that read
     # the record (the phase detector), which run after the others.
     probe.cache[RECORD_VALUES] = dict(known)
-    todo = sorted(todo, key=lambda d: bool(getattr(d.fn, "reads_record", False)))
+    todo = readers_last(todo)
     if needs_setup and not init_known:
         for d in needs_setup:
             assert d.setup is not None
@@ -298,7 +297,7 @@ def _compute(
         except Exception as err:
             msg = f"Diagnostic {d.name!r} failed at step {step} of {root}: {err}"
             raise RuntimeError(msg) from err
-        record = _record(step, d, values)
+        record = record_of(step, d, values)
         declared = {m.name for m in d.metrics}
         reasons = {m: dict(v) for m, v in probe.nan_reasons.items() if m in declared}
         notes = [_state_note(d, in_run, init_known, step)]
@@ -352,30 +351,6 @@ def _override(
             reasons.setdefault(metric, {})[layer] = why
 
 
-def _record(step: int, diag: Diagnostic, values: Mapping[str, Any]) -> Record:
-    """The values a diagnostic returned as a record (as the Monitor stores them)."""
-    record = Record(step=step)
-    declared = {m.name for m in diag.metrics}
-    for name, value in values.items():
-        if name in diag.arrays:
-            record.arrays[name] = {
-                layer: np.asarray(v, dtype=np.float64) for layer, v in value.items()
-            }
-            continue
-        if name not in declared:
-            msg = (
-                f"Diagnostic {diag.name!r} returned metric {name!r}, which it does not "
-                f"declare (declared: {sorted(declared)})."
-            )
-            raise ValueError(msg)
-        if isinstance(value, Mapping):
-            for layer, v in value.items():
-                record.values[(str(layer), name)] = float(v)
-        else:
-            record.values[(MODEL_LAYER, name)] = float(value)
-    return record
-
-
 def _training_gradient(run: RestoredRun, step: int) -> dict[str, torch.Tensor] | None:
     """Put the training-loss gradient of ``step`` in ``.grad`` as ``gw.train`` did.
 
@@ -385,8 +360,6 @@ def _training_gradient(run: RestoredRun, step: int) -> dict[str, torch.Tensor] |
     recipe = run.recipe
     if recipe is None:
         return None
-    from grokwidgets.train.loop import BatchSchedule
-
     task, model = run.task, run.model
     n = task.n_train
     batch = int(recipe.get("batch_size") or n)

@@ -23,7 +23,7 @@ mp_fit=True)``), so the numbers agree with it (tests check α and xmin to 1e-3):
   round-off and is faster than ``svdvals`` itself.
 - **Power law.** α by maximum likelihood with xmin at the minimum KS distance (Clauset,
   Shalizi & Newman 2009) over eigenvalues above 1e-5, see
-  :func:`~grokwidgets.diagnostics.spectral_fits.fit_power_law`. WeightWatcher switches to a
+  :func:`~grokwidgets.diagnostics.htsr.fits.fit_power_law`. WeightWatcher switches to a
   different, bias-corrected estimator with a tail-size prior when fewer than 20 eigenvalues
   are non-zero; by design we do not: such layers get NaN with the reason.
   :math:`\hat\alpha = \alpha \log_{10}\lambda_{\max}` (``alpha_weighted``).
@@ -33,7 +33,7 @@ mp_fit=True)``), so the numbers agree with it (tests check α and xmin to 1e-3):
   ``matrix_entropy`` :math:`= -\sum p\ln p/\ln r`, :math:`p = \lambda/\sum\lambda`, r the
   numerical rank.
 - **Marchenko–Pastur.** σ and the bulk edges λ± fitted to the ESD for :math:`Q = N/M`
-  (:func:`~grokwidgets.diagnostics.spectral_fits.mp_fit`); spikes above λ₊ (plus a
+  (:func:`~grokwidgets.diagnostics.htsr.fits.mp_fit`); spikes above λ₊ (plus a
   Tracy–Widom margin); MP soft rank :math:`\lambda_+/\lambda_{\max}`.
 - **Correlation traps.** Each matrix is shuffled element-wise (5 shuffles pooled when there
   are fewer than 100 eigenvalues), its ESD is fitted by MP, and its eigenvalues beyond that
@@ -65,16 +65,16 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from grokwidgets.diagnostics.registry import MetricInfo, register
-from grokwidgets.diagnostics.spectral_fits import (
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics.htsr.fits import (
     EVALS_THRESH,
     SMALL_N,
     fit_power_law,
     jensen_shannon_distance,
     mp_fit,
 )
-from grokwidgets.monitor.probe import Probe, weight_layers
-from grokwidgets.store.records import MODEL_LAYER
+from grokwidgets.diagnostics.probe import Probe, weight_layers
+from grokwidgets.diagnostics.registry import MetricInfo, register
 
 MIN_EVALS = 8  # WeightWatcher's min_evals: smaller layers are not analyzed
 MAX_EVALS = 15000  # WeightWatcher's max_evals
@@ -318,7 +318,7 @@ def _layer_seed(seed: int, step: int, name: str) -> int:
 def analyzable_layers(layers: Mapping[str, nn.Module] | nn.Module) -> dict[str, Tensor]:
     """Weights HTSR analyzes, by module path: each weight layer's ``weight`` of 2 to 4 dims.
 
-    ``layers`` is a model or its :func:`~grokwidgets.monitor.probe.weight_layers`.
+    ``layers`` is a model or its :func:`~grokwidgets.diagnostics.probe.weight_layers`.
     """
     if isinstance(layers, nn.Module):
         layers = weight_layers(layers)

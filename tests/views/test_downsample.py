@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from grokwidgets.widgets._downsample import downsample_groups, minmax_indices
+from grokwidgets.views.downsample import downsample_groups, minmax_indices
 
 
 def brute_force(x, y, buckets, log_x=True):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from grokwidgets.store.records import MODEL_LAYER
-from grokwidgets.widgets._frame import Table
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.views.frame import Table
 
 #: Bins of the empirical spectral density (log-spaced).
 ESD_BINS = 40

@@ -1,9 +1,7 @@
 import numpy as np
 
-from grokwidgets.widgets._panels import PANELS, dataset_names, inline_spec, panel_spec, panels_for
-from grokwidgets.widgets._tables import TIME_SERIES, current_tables, series_tables
-
-from ._runs import LAYERS, dataset
+from grokwidgets.views.tables import TIME_SERIES, current_tables, series_tables
+from tests.widgets._runs import LAYERS, dataset
 
 
 def test_series_tables():
@@ -37,20 +35,3 @@ def test_current_without_spectra_is_empty():
     ds = dataset(range(0, 5), spectrum=False)
     cur = current_tables(ds)
     assert all(len(next(iter(t.values()))) == 0 for t in cur.values())
-
-
-def test_panels_by_name():
-    assert [p.id for p in panels_for({"train_loss", "htsr_alpha"})] == ["loss", "spectral"]
-    assert [p.id for p in panels_for({"ntk_velocity"})] == ["kernel"]
-    assert panels_for({"unrelated"}) == []
-
-
-def test_specs_reference_named_data_and_inline():
-    for panel in PANELS:
-        spec = panel_spec(panel, cursor=True)
-        assert set(panel.datasets) | {"cursor"} == dataset_names(spec)
-        assert spec["usermeta"]["panel"] == panel.id
-    spec = panel_spec(PANELS[0])
-    tables = series_tables(dataset(range(1, 4), spectrum=False))
-    inlined = inline_spec(spec, tables)
-    assert len(inlined["datasets"]["loss"]) == 6

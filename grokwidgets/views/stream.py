@@ -8,10 +8,10 @@ from typing import Literal
 
 import numpy as np
 
-from grokwidgets.widgets._downsample import downsample_groups
-from grokwidgets.widgets._frame import Mode, Table, encode_frame, table_rows
-from grokwidgets.widgets._panels import WIDTH
-from grokwidgets.widgets._tables import concat
+from grokwidgets.views.downsample import downsample_groups
+from grokwidgets.views.frame import Mode, Table, encode_frame, table_rows
+from grokwidgets.views.panels import WIDTH
+from grokwidgets.views.tables import concat
 
 #: Rows a time-series dataset may hold in the browser before it is downsampled again.
 DEFAULT_BUDGET = 4000
@@ -24,7 +24,7 @@ def downsample_table(table: Table, budget: int = DEFAULT_BUDGET, buckets: int = 
 
     Up to ``budget // 2`` rows it is returned as is; above, it is min/max downsampled per
     series over ``min(buckets, budget // (8 * n_series))`` buckets of ``log10 step``
-    (:func:`~grokwidgets.widgets._downsample.downsample_groups`). At most 4 rows per bucket
+    (:func:`~grokwidgets.views.downsample.downsample_groups`). At most 4 rows per bucket
     and series are kept, so the result holds at most ``budget // 2`` rows.
     """
     if budget < 2:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from grokwidgets.widgets._frame import decode_frame, encode_frame
+from grokwidgets.views.frame import decode_frame, encode_frame
 
 
 def test_roundtrip():

@@ -79,16 +79,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grokwidgets.diagnostics._kernel_stats import (
-    as_matrix,
-    kernel_alignment,
-    kernel_cka,
-    kernel_regression,
-    kernel_velocity,
-    label_power_topk,
-    linearized_outputs,
-)
-from grokwidgets.diagnostics._ntk import (
+from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics._shared import seeded_subset
+from grokwidgets.diagnostics.kernel.ntk import (
     BLOCKS,
     Blocks,
     NTKEngine,
@@ -97,9 +90,17 @@ from grokwidgets.diagnostics._ntk import (
     layer_ntks,
     train_test_kernels,
 )
+from grokwidgets.diagnostics.kernel.stats import (
+    as_matrix,
+    kernel_alignment,
+    kernel_cka,
+    kernel_regression,
+    kernel_velocity,
+    label_power_topk,
+    linearized_outputs,
+)
+from grokwidgets.diagnostics.probe import Probe
 from grokwidgets.diagnostics.registry import MetricInfo, register
-from grokwidgets.monitor.probe import Probe
-from grokwidgets.store.records import MODEL_LAYER
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import accuracy
 
@@ -276,15 +277,10 @@ def _targets(task: Task, y: Tensor) -> Tensor:
     return y.reshape(len(y), -1).to(torch.float64)
 
 
-def _permutation(n: int, seed: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-
-
 def _setup(probe: Probe, opt: NTKOptions, keys: _Keys) -> None:
     task = _task(probe)
     state = probe.state
-    perm = _permutation(task.n_train, opt.seed)
-    idx = perm[: opt.n_probe].clone()
+    idx = seeded_subset(task.n_train, opt.n_probe, opt.seed)
     state[keys.idx] = idx
     for name, p in probe.model.named_parameters():
         if p.requires_grad:
@@ -298,7 +294,8 @@ def _setup(probe: Probe, opt: NTKOptions, keys: _Keys) -> None:
         state[keys.k0] = kernel
     n_tr, n_te = min(opt.n_kernel_train, task.n_train), min(opt.n_kernel_test, task.n_test)
     if n_tr and n_te:
-        tr, te = perm[:n_tr], _permutation(task.n_test, opt.seed)[:n_te]
+        tr = seeded_subset(task.n_train, n_tr, opt.seed)
+        te = seeded_subset(task.n_test, n_te, opt.seed)
         try:
             engine = NTKEngine(probe.model, task.x_train[tr], "trace", warn=False)
             k_tr, k_te = train_test_kernels(engine, task.x_train[tr], task.x_test[te])

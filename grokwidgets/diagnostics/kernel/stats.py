@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from grokwidgets.diagnostics._shared import eval_mode
+
 __all__ = [
     "as_matrix",
     "kernel_alignment",
@@ -242,17 +244,12 @@ def linearized_outputs(
     def fn(params: dict[str, Tensor]) -> Tensor:
         return functional_call(model, params, (x,))
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # torch's first forward-mode call scripts its decompositions: a deprecation note
-            # about torch.jit.script that the user cannot act on.
-            warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
-            f = model(x)
-            res = jvp(fn, (primals,), (tangents,))
-            f0, df = res[0], res[1]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        # torch's first forward-mode call scripts its decompositions: a deprecation note
+        # about torch.jit.script that the user cannot act on.
+        warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
+        f = model(x)
+        res = jvp(fn, (primals,), (tangents,))
+        f0, df = res[0], res[1]
     n = len(x)
     return f.reshape(n, -1), f0.reshape(n, -1), (f0 + df).reshape(n, -1)

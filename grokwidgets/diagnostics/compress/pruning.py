@@ -1,24 +1,10 @@
-r"""Compressibility: Fisher, magnitude and low-rank pruning curves and the compression factor.
+r"""Pruning curves: loss and accuracy of a model pruned along a grid of kept fractions.
 
-Registered as ``compress``. Manning-Coe et al. [1]_ measure how compressible a network is by
-*Fisher pruning*: compute the diagonal Fisher information :math:`F_{ii}` at the parameters,
-zero every parameter with :math:`F_{ii} < c` for cutoffs :math:`c` on a log grid, and record the
-loss and accuracy against the fraction of parameters pruned; the *compression factor* is the
-number of parameters over the number kept at a fixed loss tolerance. They find a "compressive
-regime" in steady training, and the peak compressibility of a grokking run right after its
-plateau. This module computes that curve at every record, and two baselines on the same axis:
-*magnitude pruning* (zero every parameter with :math:`|\theta_i| < c`, Han et al. [2]_) and
-*low-rank truncation* (keep the singular values :math:`\sigma_k \ge c\,\sigma_1` of each weight
-matrix).
-
-The Fisher
-----------
-:func:`~grokwidgets.diagnostics._fisher.diagonal_fisher` (empirical or true, categorical or
-Gaussian likelihood, exact or Monte Carlo; see its module). Default: the true Fisher of the
-task's predictive distribution, one label drawn from the model per row, on up to 2,048 train
-rows. Manning-Coe et al. used NNGeometry's ``FIM(variant="regression")`` — the Gaussian Fisher
-:math:`J^\top J` of the logits — on test inputs: ``FisherOptions(likelihood="gaussian",
-exact=True, split="test")`` reproduces it (at C backward passes per row).
+Three ways to prune (:data:`METHODS`): zero every parameter whose diagonal Fisher
+:math:`F_{ii}` is below a cutoff (Manning-Coe et al. [1]_), whose magnitude
+:math:`|\theta_i|` is (Han et al. [2]_), or truncate each weight matrix's SVD (Denton et al.
+[3]_). :func:`pruning_curve` evaluates one of them; the ``compress`` diagnostic
+(:mod:`grokwidgets.diagnostics.compress`) records all three at every record.
 
 The grid
 --------
@@ -61,75 +47,43 @@ value is the grid's end (a lower bound, about 1000). When :math:`L_0 \ge L_\varn
 init; on test rows before generalization) the model holds nothing to compress on those rows
 and the factor is NaN with that reason.
 
-Evaluation rows: pruned models are evaluated with the run's training loss on up to 512 rows of
-each split (seeded permutations; one forward pass for both), giving ``compression_factor``
-etc. on train rows — how much of the learned function, memorized or not, survives pruning —
-and ``test_compression_factor`` etc. on test rows, where Manning-Coe et al. evaluate. Accuracy
-for classification (regression: NaN with the reason).
-
-Records (layer ``"model"`` unless stated): ``fisher_diag_mean`` and
-``empirical_fisher_diag_mean`` (per layer and model: the mean diagonal of the pruning Fisher
-and of the empirical Fisher on the same rows); ``compression_factor`` (Fisher),
-``magnitude_compression_factor``, ``lowrank_compression_factor`` and their ``test_``
-versions; array variables along dim ``prune`` (index :math:`j` of :math:`k_j`):
-``{fisher,magnitude,lowrank}_prune_{fraction,cutoff}`` and
-``{fisher,magnitude,lowrank}_prune_{train,test}_{loss,acc}``.
-
 References
 ----------
-.. [1] Manning-Coe, Gliozzi, Stapleton, Hirst, De Tomasi, Bradlyn & Berman (2025), "Grokking
-   vs. learning: same features, different encodings", arXiv:2502.01739.
-.. [2] Han, Pool, Tran & Dally (2015), "Learning both weights and connections for efficient
-   neural networks", NeurIPS 2015, arXiv:1506.02626.
-.. [3] Denton, Zaremba, Bruna, LeCun & Fergus (2014), "Exploiting linear structure within
-   convolutional networks for efficient evaluation", NeurIPS 2014, arXiv:1404.0736 (low rank).
+.. [1] Manning-Coe et al. (2025), arXiv:2502.01739.
+.. [2] Han, Pool, Tran & Dally (2015), arXiv:1506.02626.
+.. [3] Denton, Zaremba, Bruna, LeCun & Fergus (2014), arXiv:1404.0736.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from grokwidgets.diagnostics._fisher import (
-    FisherOptions,
-    diagonal_fisher,
-    flat,
-    param_names,
-    probe_fisher,
-    probe_rows,
-)
-from grokwidgets.diagnostics.registry import MetricInfo, register
-from grokwidgets.monitor.probe import Probe
-from grokwidgets.store.records import MODEL_LAYER
+from grokwidgets.diagnostics._fisher import flat, param_names
+from grokwidgets.diagnostics._shared import eval_mode
 from grokwidgets.tasks.losses import LossFn, accuracy
 
 __all__ = [
     "METHODS",
-    "CompressOptions",
-    "FisherOptions",
+    "Evaluator",
+    "Method",
     "PruningCurve",
-    "diagonal_fisher",
+    "check_tolerance",
+    "prune_curves",
     "kept_grid",
+    "make_pruner",
     "pruning_curve",
-    "register_compress",
 ]
 
 Method = Literal["fisher", "magnitude", "lowrank"]
 METHODS: tuple[Method, ...] = ("fisher", "magnitude", "lowrank")
-PRUNE_DIM = "prune"
-
-_MANNING = "Manning-Coe et al. (2025) Grokking vs. learning, arXiv:2502.01739"
-_HAN = "Han et al. (2015), arXiv:1506.02626; baseline of Manning-Coe et al. (2025)"
-_KUNSTNER = "Kunstner, Balles & Hennig (2019), arXiv:1905.12558"
-_DENTON = "Denton et al. (2014), arXiv:1404.0736; baseline of Manning-Coe et al. (2025)"
 
 
 def kept_grid(per_decade: int = 4, decades: int = 3) -> np.ndarray:
@@ -283,7 +237,7 @@ class _LowRankPruner(_Pruner):
 # -- curves ------------------------------------------------------------------------------------
 
 
-class _Evaluator:
+class Evaluator:
     """Loss and accuracy of the model with given parameters on one or more row sets.
 
     All sets go through one forward pass (the rows concatenated); ``only`` evaluates one set.
@@ -297,13 +251,9 @@ class _Evaluator:
         self.bounds = np.cumsum([0, *[len(x) for x, _ in sets]])
 
     def outputs(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        was = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return functional_call(self.model, params, (x,))
-        finally:
-            self.model.train(was)
+        """The model's outputs on ``x`` with ``params`` (eval mode, no gradients)."""
+        with eval_mode(self.model), torch.no_grad():
+            return functional_call(self.model, params, (x,))
 
     def _score(self, out: Tensor, y: Tensor) -> tuple[float, float]:
         classify = not y.is_floating_point() and y.ndim == 1
@@ -312,6 +262,7 @@ class _Evaluator:
     def __call__(
         self, params: dict[str, Tensor], only: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy with ``params`` on every set (or on set ``only``)."""
         if only is not None:
             x, y = self.sets[only]
             loss, acc = self._score(self.outputs(params, x), y)
@@ -330,10 +281,10 @@ class _Evaluator:
         return np.array([float(self.loss_fn(torch.zeros(len(y), *shape), y)) for _, y in self.sets])
 
 
-def _curves(
+def prune_curves(
     method: Method,
     pruner: _Pruner,
-    evaluate: _Evaluator,
+    evaluate: Evaluator,
     base: np.ndarray,
     null: np.ndarray,
     grid: np.ndarray,
@@ -341,6 +292,7 @@ def _curves(
     abs_tol: float,
     refine: int,
 ) -> list[PruningCurve]:
+    """One :class:`PruningCurve` per evaluation set of ``evaluate``, from one walk of the grid."""
     n = pruner.n_params
 
     def target(k: float) -> int:
@@ -400,7 +352,8 @@ def _curves(
     return curves
 
 
-def _check_tolerance(tol: float, abs_tol: float, refine: int) -> None:
+def check_tolerance(tol: float, abs_tol: float, refine: int) -> None:
+    """Raise ValueError unless ``0 <= tol <= 1``, ``abs_tol >= 0`` and ``refine >= 0``."""
     if not (0 <= tol <= 1) or abs_tol < 0 or refine < 0:
         msg = (
             f"tol must lie in [0, 1] and abs_tol, refine be >= 0; got tol={tol}, "
@@ -465,28 +418,29 @@ def pruning_curve(
     if g.ndim != 1 or g.size == 0 or np.any(g <= 0) or np.any(g > 1) or np.any(np.diff(g) >= 0):
         msg = f"grid must be kept fractions in (0, 1], strictly descending; got {g!r}."
         raise ValueError(msg)
-    _check_tolerance(tol, abs_tol, refine)
+    check_tolerance(tol, abs_tol, refine)
     if len(x) == 0:
         msg = "No evaluation rows: x is empty."
         raise ValueError(msg)
     names = param_names(model)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    evaluate = _Evaluator(model, [(x, y)], loss_fn)
+    evaluate = Evaluator(model, [(x, y)], loss_fn)
     base = evaluate(params)[0]
     if not np.isfinite(base).all():
         msg = "The unpruned model's loss is not finite: nothing to compare pruned models with."
         raise ValueError(msg)
-    pruner = _pruner(method, params, names, fisher)
+    pruner = make_pruner(method, params, names, fisher)
     null = evaluate.null_losses(params)
-    return _curves(method, pruner, evaluate, base, null, g, tol, abs_tol, refine)[0]
+    return prune_curves(method, pruner, evaluate, base, null, g, tol, abs_tol, refine)[0]
 
 
-def _pruner(
+def make_pruner(
     method: Method,
     params: dict[str, Tensor],
     names: list[str],
     fisher: dict[str, Tensor] | None,
 ) -> _Pruner:
+    """The pruner of ``method``: the Fisher (checked against ``params``), |θ| or low rank."""
     if method == "lowrank":
         return _LowRankPruner(params)
     if method == "magnitude":
@@ -503,243 +457,3 @@ def _pruner(
         msg = "The Fisher has non-finite entries."
         raise ValueError(msg)
     return _ScorePruner(params, scores)
-
-
-# -- the registered diagnostic -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CompressOptions:
-    """Options of the ``compress`` diagnostic (see :func:`register_compress`).
-
-    Parameters
-    ----------
-    fisher : FisherOptions
-        Which Fisher ranks the parameters, on which rows (default: true Fisher, one sampled
-        label per row, up to 2,048 train rows).
-    n_eval : int
-        Pruned models are evaluated on at most this many rows of each split (a seeded
-        permutation's first).
-    seed : int
-        Seed of the evaluation rows.
-    per_decade, decades : int
-        The grid of kept fractions (:func:`kept_grid`).
-    tol, abs_tol : float
-        Loss tolerance of the compression factors (module docstring).
-    refine : int
-        Bisection steps refining each compression factor.
-    """
-
-    fisher: FisherOptions = field(default_factory=FisherOptions)
-    n_eval: int = 512
-    seed: int = 0
-    per_decade: int = 4
-    decades: int = 3
-    tol: float = 0.1
-    abs_tol: float = 0.0
-    refine: int = 4
-
-    def __post_init__(self) -> None:
-        if self.n_eval < 1:
-            msg = f"n_eval must be >= 1, got {self.n_eval}."
-            raise ValueError(msg)
-        kept_grid(self.per_decade, self.decades)  # validates
-        _check_tolerance(self.tol, self.abs_tol, self.refine)
-
-
-_FACTOR = {
-    "fisher": "compression_factor",
-    "magnitude": "magnitude_compression_factor",
-    "lowrank": "lowrank_compression_factor",
-}
-_SPLITS: tuple[Literal["train", "test"], ...] = ("train", "test")
-
-
-def _factor_name(method: str, split: str) -> str:
-    return _FACTOR[method] if split == "train" else f"test_{_FACTOR[method]}"
-
-
-def compress_metrics() -> list[MetricInfo]:
-    """The metrics the ``compress`` diagnostic declares."""
-    tolerance = (
-        "with the loss on the {split} rows within tolerance (at most 10% of the way from the "
-        "unpruned loss to an all-zero output's; NaN when the model is no better than that)"
-    )
-    what = {
-        "fisher": ("Fisher pruning (zero F_ii < c)", _MANNING),
-        "magnitude": ("magnitude pruning (zero |θ_i| < c)", _HAN),
-        "lowrank": ("truncating each weight matrix's SVD at σ_k < c σ_1, rank r counting "
-                    "min(r(m+n), mn) parameters", _DENTON),
-    }  # fmt: skip
-    factors = [
-        MetricInfo(
-            _factor_name(method, split),
-            f"parameters / parameters kept by {label}, {tolerance.format(split=split)}",
-            "1",
-            source,
-        )
-        for split in _SPLITS
-        for method, (label, source) in what.items()
-    ]
-    return [
-        MetricInfo(
-            "fisher_diag_mean",
-            "mean diagonal Fisher over the layer's parameters (model: all), tr F / P, of the "
-            "Fisher that ranks parameters for pruning (default: true Fisher, train rows)",
-            "nat / param²",
-            _MANNING,
-        ),
-        MetricInfo(
-            "empirical_fisher_diag_mean",
-            "as fisher_diag_mean for the empirical Fisher (observed labels, same rows); "
-            "vanishes where the train loss is fit",
-            "nat / param²",
-            _KUNSTNER,
-        ),
-        *factors,
-    ]
-
-
-def compress_arrays() -> dict[str, str]:
-    """The array variables of ``compress`` and their dimension."""
-    fields = ("fraction", "cutoff", *(f"{s}_{f}" for s in _SPLITS for f in ("loss", "acc")))
-    return {f"{m}_prune_{f}": PRUNE_DIM for m in METHODS for f in fields}
-
-
-def _layer_means(probe: Probe, fisher: dict[str, Tensor], names: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for path, module in probe.layers.items():
-        keys = [f"{path}.{n}" for n, p in module.named_parameters(recurse=False)]
-        keys = [k for k in keys if k in fisher]
-        if keys:
-            out[path] = float(flat(fisher, keys).mean())
-    out[MODEL_LAYER] = float(flat(fisher, names).mean()) if names else math.nan
-    return out
-
-
-def _fisher_means(
-    probe: Probe, opt: CompressOptions, names: list[str], out: dict[str, Any]
-) -> tuple[dict[str, Tensor] | None, str]:
-    """Record the two Fisher means; return the pruning Fisher (or why there is none)."""
-    fisher: dict[str, Tensor] | None = None
-    why = ""
-    empirical = dataclasses.replace(opt.fisher, kind="empirical")
-    for metric, fopt in (
-        ("fisher_diag_mean", opt.fisher),
-        ("empirical_fisher_diag_mean", empirical),
-    ):
-        try:
-            fd = probe_fisher(probe, fopt)
-        except FloatingPointError as err:
-            out[metric] = probe.nan(metric, str(err))
-            if fopt is opt.fisher:
-                why = str(err)
-            continue
-        out[metric] = _layer_means(probe, fd, names)
-        if fopt is opt.fisher:
-            fisher = fd
-    return fisher, why
-
-
-def _nan_method(probe: Probe, out: dict[str, Any], method: str, splits: tuple[str, ...],
-                size: int, reason: str) -> None:  # fmt: skip
-    fields = [f"{s}_{f}" for s in splits for f in ("loss", "acc")]
-    if len(splits) == len(_SPLITS):
-        fields += ["fraction", "cutoff"]
-    for f in fields:
-        out[f"{method}_prune_{f}"] = {MODEL_LAYER: np.full(size, np.nan)}
-        probe.nan(f"{method}_prune_{f}", reason)
-    for split in splits:
-        name = _factor_name(method, split)
-        out[name] = probe.nan(name, reason)
-
-
-def _record(probe: Probe, opt: CompressOptions) -> dict[str, Any]:
-    task = probe.task
-    if task is None:
-        msg = "The compress diagnostic needs a task: pass one to Monitor(model, task)."
-        raise ValueError(msg)
-    if probe.loss_fn is None:
-        msg = "The compress diagnostic needs the loss: pass loss=... to Monitor(...)."
-        raise ValueError(msg)
-    model = probe.model
-    names = param_names(model)
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    out: dict[str, Any] = {}
-    grid = kept_grid(opt.per_decade, opt.decades)
-    fisher, why_fisher = _fisher_means(probe, opt, names, out)
-
-    rows = {s: probe_rows(probe, s, opt.n_eval, opt.seed) for s in _SPLITS}
-    splits = tuple(s for s in _SPLITS if len(rows[s][0]))
-    reasons: dict[str, str] = {}
-    if not splits:
-        reasons = dict.fromkeys(METHODS, "both splits are empty")
-    else:
-        evaluate = _Evaluator(model, [rows[s] for s in splits], probe.loss_fn)
-        base = evaluate(params)[0]
-        null = evaluate.null_losses(params)
-        if not np.isfinite(base).all():
-            reasons = dict.fromkeys(METHODS, "the unpruned model's loss is not finite")
-        if why_fisher:
-            reasons.setdefault("fisher", why_fisher)
-        if not any(p.ndim == 2 for p in params.values()):
-            reasons.setdefault("lowrank", "the model has no 2-D (matrix) parameter to truncate")
-    for method in METHODS:
-        if method in reasons:
-            _nan_method(probe, out, method, _SPLITS, grid.size, reasons[method])
-            continue
-        pruner = _pruner(method, params, names, fisher)
-        curves = _curves(method, pruner, evaluate, base, null, grid, opt.tol, opt.abs_tol,
-                         opt.refine)  # fmt: skip
-        out[f"{method}_prune_fraction"] = {MODEL_LAYER: curves[0].fraction_pruned}
-        out[f"{method}_prune_cutoff"] = {MODEL_LAYER: curves[0].cutoff}
-        for split, curve in zip(splits, curves, strict=True):
-            out[f"{method}_prune_{split}_loss"] = {MODEL_LAYER: curve.loss}
-            out[f"{method}_prune_{split}_acc"] = {MODEL_LAYER: curve.acc}
-            if task.kind != "classification":
-                probe.nan(f"{method}_prune_{split}_acc", "regression task: no accuracy")
-            name = _factor_name(method, split)
-            out[name] = (
-                curve.compression_factor
-                if math.isfinite(curve.compression_factor)
-                else probe.nan(
-                    name,
-                    f"the unpruned model is no better than an all-zero output on the {split} "
-                    f"rows (loss {curve.base_loss:.4g} >= {curve.null_loss:.4g})",
-                )
-            )
-        missing = tuple(s for s in _SPLITS if s not in splits)
-        if missing:
-            _nan_method(probe, out, method, missing, grid.size, "the split is empty")
-    return out
-
-
-def register_compress(
-    name: str = "compress", options: CompressOptions | None = None, *, replace: bool = False
-) -> None:
-    """Register the compressibility diagnostic under ``name`` with ``options``.
-
-    The built-in ``compress`` uses the default :class:`CompressOptions`; a variant, e.g. the
-    paper's Gaussian Fisher on test rows::
-
-        register_compress("compress_paper", CompressOptions(
-            fisher=FisherOptions(likelihood="gaussian", exact=True, split="test", n_rows=256)))
-
-    Parameters
-    ----------
-    name : str
-        Diagnostic name for ``Monitor(diagnostics=[...])``.
-    options : CompressOptions, optional
-    replace : bool
-        Replace an existing registration of ``name``.
-    """
-    opt = options or CompressOptions()
-
-    def compress(probe: Probe) -> dict[str, Any]:
-        """Fisher, magnitude and low-rank pruning curves and compression factors."""
-        return _record(probe, opt)
-
-    register(name, metrics=compress_metrics(), arrays=compress_arrays(), replace=replace)(compress)
-
-
-register_compress("compress")

@@ -1,4 +1,4 @@
-"""Vega-Lite specs of recorded metrics, built with Altair (shared by reports and widgets)."""
+"""Vega-Lite charts of recorded metrics (Altair) and the log-step axis every chart shares."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.phases import select_metric
 
 #: Metrics plotted on a log y axis (positive and spanning orders of magnitude).
 LOG_Y = ("loss", "norm", "grad")
 
 
-def _step_axis() -> alt.X:
-    # Log-step axis, as grokking is read; the step-0 record (init) has no place on it. It
-    # starts at step 1 so that a series of one step still has an axis of some width (a
+def step_axis() -> alt.X:
+    """The log-step x axis of every chart over steps (from step 1: init has no place on it)."""
+    # It starts at step 1 so that a series of one step still has an axis of some width (a
     # zero-width log domain breaks Vega's layout of the panel's charts).
     return alt.X("step:Q", scale=alt.Scale(type="log", domainMin=1), title="step (log)")
 
@@ -59,9 +60,9 @@ def metric_chart(
     positive = bool(len(frame)) and bool((frame["value"] > 0).all())
     log_y = positive and any(key in metric for key in LOG_Y)
     y_title = metric if unit in ("", "1") else f"{metric} ({unit})"
-    layers = sorted(frame["layer"].unique()) if len(frame) else ["model"]
+    layers = sorted(frame["layer"].unique()) if len(frame) else [MODEL_LAYER]
     encode: dict[str, object] = {
-        "x": _step_axis(),
+        "x": step_axis(),
         "y": alt.Y("value:Q", scale=alt.Scale(type="log" if log_y else "linear"), title=y_title),
         "tooltip": ["step:Q", "layer:N", alt.Tooltip("value:Q", format=".4g")],
     }
@@ -83,7 +84,7 @@ def accuracy_chart(ds: xr.Dataset, *, width: int = 420, height: int = 220) -> al
     frames = []
     for name in names:
         f = metric_frame(ds, name)
-        f = f[f["layer"] == "model"].assign(split=name.split("_")[0])
+        f = f[f["layer"] == MODEL_LAYER].assign(split=name.split("_")[0])
         frames.append(f)
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[frame["step"] > 0]
@@ -91,7 +92,7 @@ def accuracy_chart(ds: xr.Dataset, *, width: int = 420, height: int = 220) -> al
         alt.Chart(frame, title=alt.Title("accuracy", subtitle="train and test"))
         .mark_line()
         .encode(
-            x=_step_axis(),
+            x=step_axis(),
             y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
             color=alt.Color("split:N", sort=["train", "test"], title="split"),
             tooltip=["step:Q", "split:N", alt.Tooltip("value:Q", format=".3f")],

@@ -1,8 +1,8 @@
-"""The widgets' panels as Vega-Lite specs (Altair) over named datasets.
+"""The panels of widgets and report as Vega-Lite specs (Altair) over named datasets.
 
 Each panel reads named datasets (``{"name": "loss"}``) so the front end can stream rows into
 them with Vega changesets; :func:`inline_spec` fills them in for the static forms (PNG and
-self-contained HTML). The step axis is the reports' log-step axis.
+self-contained HTML). The step axis is :func:`~grokwidgets.views.charts.step_axis`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import altair as alt
 
 from grokwidgets.diagnostics.phases import PHASES
-from grokwidgets.report.specs import _step_axis
-from grokwidgets.widgets._frame import Table
+from grokwidgets.views.charts import step_axis
+from grokwidgets.views.frame import Table
 
 #: Width and height of one chart, in pixels.
 WIDTH, HEIGHT = 360, 200
@@ -30,7 +30,7 @@ def _series(name: str, title: str, y: alt.Y, *, interpolate: Any = "linear") -> 
         alt.Chart(_data(name), title=title)
         .mark_line(interpolate=interpolate, clip=True)
         .encode(
-            x=_step_axis(),
+            x=step_axis(),
             y=y,
             color=alt.Color("series:N", title=None),
             tooltip=["step:Q", "series:N", alt.Tooltip("value:Q", format=".4g")],

@@ -46,16 +46,17 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
+
+from grokwidgets.diagnostics._shared import eval_mode
+from grokwidgets.diagnostics.kernel.plan import hooks, layer_name, make_plan
 
 __all__ = [
     "BLOCKS",
@@ -70,10 +71,6 @@ __all__ = [
 Blocks = Literal["trace", "full"]
 #: Valid values of ``blocks``: the trace NTK (N × N) or full output blocks (N × N × O × O).
 BLOCKS: tuple[str, ...] = ("trace", "full")
-
-ROOT_LAYER = "root"  # the layer name of parameters held directly by the model itself
-
-_Mode = Literal["batched", "broadcast"]
 
 
 class NTKFallbackWarning(UserWarning):
@@ -99,168 +96,6 @@ class _JacFactor:
 
 
 _Factor = _SeqFactor | _JacFactor
-
-
-@dataclass
-class _Plan:
-    structured: dict[str, tuple[nn.Module, _Mode]] = field(default_factory=dict)
-    fallback: dict[str, list[str]] = field(default_factory=dict)  # layer -> parameter names
-    reasons: dict[str, str] = field(default_factory=dict)  # layer -> why it falls back
-
-
-def _has_stock_forward(module: nn.Module) -> bool:
-    for base in (nn.Linear, nn.Embedding, nn.LayerNorm):
-        if isinstance(module, base):
-            return type(module).forward is base.forward
-    return False
-
-
-def _supported(module: nn.Module) -> bool:
-    if not _has_stock_forward(module):
-        return False
-    if isinstance(module, nn.Embedding):
-        # max_norm renormalises weights in place; scale_grad_by_freq is not a Jacobian.
-        return module.max_norm is None and not module.scale_grad_by_freq
-    return True
-
-
-def _layer_name(path: str) -> str:
-    return path if path else ROOT_LAYER
-
-
-@contextlib.contextmanager
-def _hooks(modules: dict[str, nn.Module], make: Any) -> Iterator[None]:
-    handles = [m.register_forward_hook(make(path)) for path, m in modules.items()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _repeat_first(x: Tensor, n: int) -> Tensor:
-    return x[:1].repeat(n, *([1] * (x.ndim - 1)))
-
-
-def _leading_dims(model: nn.Module, x: Tensor, modules: dict[str, nn.Module]) -> list[dict]:
-    """For trial batches of 1 and 2 copies of ``x[0]``: per module, (input, output) dim 0."""
-    seen: dict[str, list[tuple[int, int] | None]] = {p: [] for p in modules}
-
-    def make(path: str) -> Any:
-        def hook(_mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            ok = (
-                len(args) == 1
-                and isinstance(args[0], Tensor)
-                and isinstance(out, Tensor)
-                and args[0].ndim >= 1
-                and out.ndim >= 1
-            )
-            seen[path].append((int(args[0].shape[0]), int(out.shape[0])) if ok else None)
-
-        return hook
-
-    runs = []
-    with _hooks(modules, make), torch.no_grad():
-        for b in (1, 2):
-            for v in seen.values():
-                v.clear()
-            model(_repeat_first(x, b))
-            runs.append({p: list(v) for p, v in seen.items()})
-    return runs
-
-
-def _check_broadcast(
-    model: nn.Module, x: Tensor, modules: dict[str, nn.Module]
-) -> dict[str, nn.Module]:
-    """Keep the unbatched modules whose output can be expanded over the batch unchanged."""
-    xb = x[:2]
-    with torch.no_grad():
-        ref = model(xb)
-    ok: dict[str, nn.Module] = {}
-    for path, module in modules.items():
-        n = xb.shape[0]
-
-        def make(_p: str, n: int = n) -> Any:
-            def hook(_mod: nn.Module, _args: tuple[Any, ...], out: Tensor) -> Tensor:
-                return out.unsqueeze(0).expand(n, *out.shape)
-
-            return hook
-
-        try:
-            with _hooks({path: module}, make), torch.no_grad():
-                got = model(xb)
-        except Exception:  # noqa: BLE001 (any failure means: cannot broadcast, fall back)
-            continue
-        if isinstance(got, Tensor) and got.shape == ref.shape and torch.equal(got, ref):
-            ok[path] = module
-    return ok
-
-
-def _make_plan(model: nn.Module, x: Tensor) -> _Plan:
-    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
-    if not names:
-        msg = (
-            f"{type(model).__name__} has no trainable parameters (requires_grad=True), so its "
-            "NTK is zero; check that the model is not frozen."
-        )
-        raise ValueError(msg)
-    owned: list[tuple[str, nn.Module, list[Tensor]]] = []
-    owners: dict[int, int] = {}
-    for path, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if own:
-            owned.append((path, module, own))
-            for p in own:
-                owners[id(p)] = owners.get(id(p), 0) + 1
-    plan = _Plan()
-    candidates: dict[str, nn.Module] = {}
-    for path, module, own in owned:
-        if any(owners[id(p)] > 1 for p in own):
-            plan.reasons[_layer_name(path)] = "shares a parameter with another module"
-        elif _supported(module):
-            candidates[path] = module
-        else:
-            plan.reasons[_layer_name(path)] = f"no structured rule for {type(module).__name__}"
-    run1, run2 = _leading_dims(model, x, candidates) if candidates else ({}, {})
-    unbatched: dict[str, nn.Module] = {}
-    for path, module in candidates.items():
-        c1, c2 = run1[path], run2[path]
-        if len(c1) != len(c2) or any(c is None for c in c1 + c2):
-            plan.reasons[_layer_name(path)] = "not called once per batch with a single tensor"
-        elif all(c == (1, 1) for c in c1) and all(c == (2, 2) for c in c2):
-            plan.structured[path] = (module, "batched")
-        elif c1 and c1 == c2:
-            unbatched[path] = module
-        else:
-            plan.reasons[_layer_name(path)] = "its batch dimension is not the first"
-    good = _check_broadcast(model, x, unbatched) if unbatched else {}
-    for path, module in unbatched.items():
-        if path in good:
-            plan.structured[path] = (module, "broadcast")
-        else:
-            plan.reasons[_layer_name(path)] = "used without a batch dimension"
-    order = {path: i for i, (path, _, _) in enumerate(owned)}
-    plan.structured = dict(sorted(plan.structured.items(), key=lambda kv: order[kv[0]]))
-    claimed: set[int] = set()
-    for path, _module, own in owned:
-        if path in plan.structured:
-            continue
-        params = [names[id(p)] for p in own if id(p) not in claimed]
-        claimed.update(id(p) for p in own)
-        if params:
-            plan.fallback[_layer_name(path)] = params
-    return plan
 
 
 def _check_finite(t: Tensor, what: str) -> None:
@@ -306,8 +141,8 @@ class NTKEngine:
             raise ValueError(msg)
         self.model = model
         self.blocks: Blocks = blocks
-        with _eval(model):
-            self.plan = _make_plan(model, x_example)
+        with eval_mode(model), torch.enable_grad():
+            self.plan = make_plan(model, x_example)
         unsupported = {k: v for k, v in self.plan.reasons.items() if k in self.plan.fallback}
         if warn and unsupported:
             listed = "; ".join(f"{k}: {v}" for k, v in unsupported.items())
@@ -320,7 +155,7 @@ class NTKEngine:
     @property
     def layers(self) -> list[str]:
         """Layer names of the kernels :meth:`kernels` returns, in module order."""
-        names = [_layer_name(p) for p in self.plan.structured]
+        names = [layer_name(p) for p in self.plan.structured]
         return [*names, *(k for k in self.plan.fallback if k not in names)]
 
     def factors(self, x: Tensor) -> dict[str, _Factor]:
@@ -331,7 +166,7 @@ class NTKEngine:
         FloatingPointError
             If the outputs or gradients are not finite.
         """
-        with _eval(self.model):
+        with eval_mode(self.model), torch.enable_grad():
             out = self._structured(x)
             if self.plan.fallback:
                 out.update(self._fallback(x))
@@ -361,7 +196,7 @@ class NTKEngine:
 
             return hook
 
-        with _hooks(modules, make):
+        with hooks(modules, make):
             y = self.model(x)
         y = y.reshape(n, -1)
         _check_finite(y, "model outputs")
@@ -381,12 +216,12 @@ class NTKEngine:
         for (path, i, z), g in zip(flat, grads, strict=True):
             if g is None:
                 g = torch.zeros((o, *z.shape), dtype=z.dtype, device=z.device)
-            _check_finite(g, f"gradients at {_layer_name(path)}")
+            _check_finite(g, f"gradients at {layer_name(path)}")
             per_call[path].append((calls[path][i][0], g))
         out: dict[str, _Factor] = {}
         for path, pairs in per_call.items():
             if pairs:
-                out[_layer_name(path)] = self._factor(modules[path], pairs, n, o)
+                out[layer_name(path)] = self._factor(modules[path], pairs, n, o)
         return out
 
     @staticmethod

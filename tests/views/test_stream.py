@@ -1,8 +1,8 @@
 import numpy as np
 
-from grokwidgets.widgets._frame import decode_frame
-from grokwidgets.widgets._stream import Stream
-from grokwidgets.widgets._tables import concat
+from grokwidgets.views.frame import decode_frame
+from grokwidgets.views.stream import Stream
+from grokwidgets.views.tables import concat
 
 
 def chunk(start, n, series=("train", "test")):
