@@ -1,6 +1,5 @@
-"""The online phase detector: its rules on planted streams, as a metric, and as a callback."""
+"""The online phase detector: its rules on planted streams, and as a recorded metric."""
 
-import json
 import math
 
 import numpy as np
@@ -14,13 +13,13 @@ from grokwidgets.diagnostics.detector import (
     RECORD_VALUES,
     DetectorRules,
     PhaseDetector,
-    PhaseWatcher,
     replay,
 )
 from grokwidgets.diagnostics.registry import _REGISTRY
 from grokwidgets.monitor import monitor as monitor_module
 from grokwidgets.monitor.cadence import Every
 from grokwidgets.store import open_run
+from tests._loops import sgd_loop
 
 M = "model"
 
@@ -182,19 +181,6 @@ def planted_signals():
     del _REGISTRY["planted"]
 
 
-def sgd_loop(model, task, mon, steps, lr=0.5):
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    for step in range(steps):
-        loss = F.cross_entropy(model(task.x_train), task.y_train)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.step(step)
-        if mon.stop_requested:
-            return step
-    return None
-
-
 def test_recorded_in_the_store_after_the_families_it_reads(tmp_path, mod_task, planted_signals):
     assert RECORD_VALUES == monitor_module.RECORD_VALUES
     model = gw.models.MLP.for_task(mod_task, width=32, depth=1, embed_dim=8, seed=0)
@@ -261,84 +247,3 @@ def test_resume_continues_the_detector_state(tmp_path, mod_task):
         )
     frozen = full["metrics"].sel(metric="phase_frozen", layer="model").values
     assert np.isfinite(frozen[1:]).all() and np.isnan(frozen[0])
-
-
-# -- as a callback ---------------------------------------------------------------------------
-
-
-def test_watcher_stops_checkpoints_and_notifies(tmp_path, mod_task):
-    model = gw.models.MLP.for_task(mod_task, width=32, depth=1, embed_dim=8, seed=0)
-    mon = gw.Monitor(
-        model, mod_task, dir=tmp_path, diagnostics=["loss", "phase_detector"], cadence=Every(5),
-        checkpoint_cadence=False,
-    )  # fmt: skip
-    seen = []
-    watch = PhaseWatcher(mon, seen.append, checkpoint_on=["train_fit"], stop_on=["train_fit"])
-    stopped_at = sgd_loop(model, mod_task, mon, 500)
-    mon.close()
-    ds = open_run(tmp_path)
-    fit = ds["metrics"].sel(metric="phase_train_fit", layer="model").values
-    first_fit = int(ds["step"].values[np.flatnonzero(fit == 1.0)[0]])
-    assert stopped_at == first_fit
-    assert [(e.step, e.kind) for e in seen] == [(first_fit, "train_fit")]
-    assert watch.events == seen and "train split is fit" in mon.stop_reason
-    assert (tmp_path / "checkpoints" / f"step_{first_fit:08d}.safetensors").exists()
-    assert watch.phase in ("undetermined", "memorization")
-
-
-def test_watcher_without_the_diagnostic_runs_its_own_detector(mod_task):
-    def events(diags):
-        model = gw.models.MLP.for_task(mod_task, width=32, depth=1, embed_dim=8, seed=0)
-        mon = gw.Monitor(model, mod_task, diagnostics=diags, cadence=Every(5))
-        watch = PhaseWatcher(mon)
-        sgd_loop(model, mod_task, mon, 80)
-        watch.detach()
-        return [(e.step, e.kind) for e in watch.events], watch.phase
-
-    own = events(["loss", "weights"])
-    recorded = events(["loss", "weights", "phase_detector"])
-    assert own == recorded
-    assert ("train_fit" in [k for _, k in own[0]]) and own[1] == "memorization"
-
-
-def test_watcher_bad_arguments(mod_task):
-    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
-    mon = gw.Monitor(model, mod_task)
-    with pytest.raises(ValueError, match="Unknown event kinds"):
-        PhaseWatcher(mon, stop_on=["grokked"])
-    with pytest.raises(ValueError, match="run directory"):
-        PhaseWatcher(mon, checkpoint_on=["train_fit"])
-
-
-def test_train_stop_on_ends_the_run_resumably(tmp_path):
-    """gw.train(stop_on=...) stops at the event, checkpoints there and says so in run.json."""
-    task = gw.tasks.modular_arithmetic(p=13, op="+", train_fraction=0.7, seed=0)
-    kw = dict(
-        steps=400,
-        lr=1e-2,
-        weight_decay=0.1,
-        diagnostics=["loss", "phase_detector"],
-        cadence=5,
-        dir=tmp_path / "run",
-        progress=False,
-    )
-
-    def model(seed):
-        return gw.models.MLP.for_task(task, width=32, depth=1, embed_dim=8, seed=seed)
-
-    events = []
-    run = gw.train(task, model(0), on_event=events.append, stop_on=["train_fit"], **kw)
-    fits = [e for e in events if e.kind == "train_fit"]
-    assert fits, [e.kind for e in events]
-    stop = fits[0].step
-    assert run.steps == stop < 400
-    info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["stopped_at"] == stop and info["status"] == "finished"
-    assert "train_fit" in info["stop_reason"] or "fit" in info["stop_reason"]
-    ds = gw.open_run(tmp_path / "run")
-    assert int(ds["step"].values[-1]) == stop
-    assert stop in gw.store.list_checkpoints(tmp_path / "run")
-    # and the stopped run resumes from there to the end
-    more = gw.train(task, model(3), resume=True, **kw)
-    assert more.steps == 400
-    assert int(gw.open_run(tmp_path / "run")["step"].values[-1]) == 400
