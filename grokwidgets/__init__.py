@@ -13,7 +13,7 @@ from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
 # the store and training): attached here, at the top, so no layer imports upwards.
 from grokwidgets.monitor import watcher as _watcher  # noqa: E402
 from grokwidgets.replay import compute_at as _compute_at  # noqa: E402
-from grokwidgets.store import open_run  # noqa: E402
+from grokwidgets.store import check_run, open_run  # noqa: E402
 from grokwidgets.train import Run, train  # noqa: E402
 
 diagnostics.compute_at = _compute_at  # type: ignore[attr-defined]
@@ -25,6 +25,7 @@ __all__ = [
     "Monitor",
     "Run",
     "__version__",
+    "check_run",
     "diagnostics",
     "models",
     "open_run",

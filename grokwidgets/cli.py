@@ -1,4 +1,4 @@
-"""Command line: ``grokwidgets run | resume | report | presets``."""
+"""Command line: ``grokwidgets run | resume | report | check | presets``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
         "(default 4000; a series keeps at most ROWS/2)",
     )
 
+    chk = sub.add_parser(
+        "check",
+        help="check every file of a run (exit 0 intact, 1 damaged, 2 could not read)",
+    )
+    chk.add_argument("dir")
+    chk.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged chunks and checkpoints to DIR/damaged/ and truncate the records to "
+        "the last intact one, so that `resume` works again",
+    )
+
     sub.add_parser("presets", help="list the presets")
     return p
 
@@ -90,6 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, preset in PRESETS.items():
                 print(f"{name}\n    {preset['description']}")
             return 0
+        if args.command == "check":
+            from grokwidgets.store.check import check_run
+
+            try:
+                report = check_run(args.dir, repair=args.repair)
+            except (FileNotFoundError, PermissionError) as err:
+                print(f"grokwidgets: cannot check: {err}", file=sys.stderr)
+                return 2
+            print(report)
+            return 0 if report.ok else 1
         if args.command == "report":
             from grokwidgets.report import write_png, write_report
             from grokwidgets.store import open_run

@@ -25,9 +25,10 @@ from grokwidgets.store.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from grokwidgets.store.lock import WriterLock
 from grokwidgets.store.records import Index, Record, dense_block, to_dataset
 from grokwidgets.store.run_info import RunInfo, now, read_run_info, update_run_info, write_run_info
-from grokwidgets.store.zarr_store import ZarrRecordWriter
+from grokwidgets.store.zarr_store import ZarrRecordWriter, read_store
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import LossFn, make_loss
 
@@ -133,13 +134,19 @@ class Monitor:
         self._last_step = -1
         self._closed = False
         self._writer: ZarrRecordWriter | None = None
-        if self.dir is not None:
-            self._open_dir(resume=resume, overwrite=overwrite, config=config or {})
-        if self.resume_step is None:
-            setup_probe = self._probe(step=0)
-            for diag in self.diagnostics:
-                if diag.setup is not None:
-                    diag.setup(setup_probe)
+        self._lock: WriterLock | None = None
+        try:
+            if self.dir is not None:
+                self._open_dir(resume=resume, overwrite=overwrite, config=config or {})
+            if self.resume_step is None:
+                setup_probe = self._probe(step=0)
+                for diag in self.diagnostics:
+                    if diag.setup is not None:
+                        diag.setup(setup_probe)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self._next_due = self._compute_next(max(self._last_step + 1, 0))
 
     # -- public ----------------------------------------------------------------------------
@@ -222,15 +229,30 @@ class Monitor:
         return getattr(self, "_status", "running")
 
     def close(self, status: str = "finished") -> None:
-        """Flush records and mark the run ``status`` in ``run.json``."""
+        """Flush records, mark the run ``status`` in ``run.json`` and release the directory.
+
+        If the last records cannot be written (a full disk), the run is marked ``failed``, the
+        error is raised, and the committed records and checkpoints stay as they were: the run
+        can be resumed.
+        """
         if self._closed:
             return
         self._closed = True
         self._status = status
-        if self._writer is not None:
-            self._writer.close()
-        if self.dir is not None:
-            update_run_info(self.dir, status=status)
+        try:
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except BaseException:
+                    self._status = "failed"
+                    raise
+        finally:
+            try:
+                if self.dir is not None:
+                    update_run_info(self.dir, status=self._status)
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
 
     def __enter__(self) -> Monitor:
         return self
@@ -352,6 +374,7 @@ class Monitor:
         metrics_path = self.dir / run_dir.METRICS
         if resume:
             run_dir.prepare(self.dir, resume=True, overwrite=False)
+            self._lock = WriterLock(self.dir).acquire()
             ckpts = list_checkpoints(self.dir)
             if not ckpts:
                 msg = (
@@ -373,12 +396,15 @@ class Monitor:
                 flush_seconds=self._flush_seconds,
             )
             self._writer.truncate(step)
+            read_store(metrics_path)  # every kept record decodes, or RunDamagedError names it
             self._index = self._writer.index
             self._index.metric_info.update(metric_info(self.diagnostics))
             self._last_step = step
             resumed = [*read_run_info(self.dir).resumed_from, step]
             update_run_info(self.dir, status="running", resumed_from=resumed)
             return
+        # The lock comes first: --overwrite must not delete a run another process is writing.
+        self._lock = WriterLock(self.dir).acquire()
         run_dir.prepare(self.dir, resume=False, overwrite=overwrite)
         model_cfg = getattr(self.model, "config", None)
         info = RunInfo(

@@ -88,9 +88,15 @@ def save_checkpoint(
     try:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(info)})
         os.replace(tmp, path)
-    except Exception:
+    except Exception as err:
         tmp.unlink(missing_ok=True)
-        raise
+        earlier = sorted(s for s in list_checkpoints(run_dir) if s < step)
+        msg = (
+            f"Could not write the checkpoint {path} ({err}). The earlier checkpoints "
+            f"({earlier[-1] if earlier else 'none'} the latest) and the committed records are "
+            "intact; the run can be resumed from the latest."
+        )
+        raise CheckpointError(msg) from err
     return path
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import xarray as xr
 
 from grokwidgets.store.checkpoints import CHECKPOINT_DIR
+from grokwidgets.store.errors import RunDamagedError, StoreError
 from grokwidgets.store.records import Index, to_dataset
 from grokwidgets.store.run_info import (
     RUN_JSON,
@@ -19,7 +20,7 @@ from grokwidgets.store.run_info import (
     update_run_info,
     write_run_info,
 )
-from grokwidgets.store.zarr_store import COMMIT_FILE, StoreError, read_store
+from grokwidgets.store.zarr_store import COMMIT_FILE, read_store
 
 METRICS = "metrics.zarr"
 COMPUTED_DIR = "computed"  # diagnostics computed later from checkpoints (store/computed.py)
@@ -140,6 +141,8 @@ def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
         return to_dataset(np.zeros(0, np.int64), empty, {}, Index(), attrs)
     try:
         return read_store(p / METRICS, attrs)
+    except RunDamagedError:
+        raise  # it names the run, the file and the remedy
     except StoreError as err:
         msg = f"Cannot read the records of {p}: {err}"
         raise StoreError(msg) from err

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grokwidgets.store.errors import RunDamagedError
 from grokwidgets.store.records import dumps
 
 __all__ = ["FORMAT", "RUN_JSON", "RunInfo", "read_run_info", "update_run_info", "write_run_info"]
@@ -125,7 +126,7 @@ def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
     ------
     FileNotFoundError
         If ``path`` holds no ``run.json``.
-    ValueError
+    RunDamagedError
         If ``run.json`` is not a JSON object (damaged); the message names the file.
     """
     target = Path(path) / RUN_JSON
@@ -136,16 +137,18 @@ def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
         raise FileNotFoundError(msg) from None
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as err:
+        if not isinstance(obj, dict):
+            msg = f"it holds a JSON {type(obj).__name__}, not an object"
+            raise ValueError(msg)  # noqa: TRY004, TRY301
+        return RunInfo.from_json(obj)
+    except (ValueError, TypeError) as err:
         msg = (
-            f"{target} is damaged ({err}); it describes the run, so the run cannot be opened "
-            "as it is. Restore the file from a copy, or start the run again."
+            f"The run {path} is damaged: {target} cannot be read ({err}). It holds the run's "
+            "recipe and status, which nothing else records: restore it from a copy (a sibling "
+            "run of the same recipe has one to start from); "
+            f"`grokwidgets check {path}` says what else is intact."
         )
-        raise ValueError(msg) from err
-    if not isinstance(obj, dict):
-        msg = f"{target} is damaged: it holds a JSON {type(obj).__name__}, not an object."
-        raise ValueError(msg)
-    return RunInfo.from_json(obj)
+        raise RunDamagedError(msg, path, target) from err
 
 
 def update_run_info(path: str | os.PathLike[str], **fields: Any) -> RunInfo:

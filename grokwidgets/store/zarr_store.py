@@ -2,17 +2,27 @@
 
 xarray's ``to_zarr(append_dim=...)`` is not atomic: a reader in another process fails on most
 opens while a writer appends, and a SIGKILL mid-append can leave a store that will not open
-(pydata/xarray#8454, #10766). So this store has one writer which
+(pydata/xarray#8454, #10766). So this store has one writer (the run directory's
+:class:`~grokwidgets.store.lock.WriterLock` keeps it one) which
 
 1. buffers records in memory (``flush_every`` records or ``flush_seconds``),
 2. writes them into preallocated arrays that grow geometrically (``region`` writes; zarr 3's
    ``LocalStore`` replaces every chunk and metadata file atomically),
-3. and only then publishes the committed record count, with the names along ``layer`` and
+3. and only then publishes the committed row count, with the names along ``layer`` and
    ``metric``, by an atomic ``os.replace`` of ``metrics.zarr/commit.json``.
 
-Readers slice every array to the committed count, so they see a consistent prefix and never a
-half-written record. A restarted writer truncates to the committed count, so a crash loses at
-most the buffered records.
+The invariant readers rely on: **nothing uncommitted is ever visible.** Within an *epoch* the
+rows ``[0, n)`` of a commit are never written again: the writer writes only rows ``>= n`` and
+then publishes a larger ``n``. A late record for the newest written step (``mon.log(step, ...)``
+after a flush at ``step``) is not merged into that row in place but written as a new row with
+the merged values; readers keep the last row of each step. Only truncation (``resume`` from a
+checkpoint, ``check --repair``) makes rows writable again, and it first publishes a new epoch;
+a reader whose read spanned an epoch change reads again. So every value a reader sees was
+committed, and a row is never half old, half new.
+
+A restarted writer truncates to the committed count, so a crash loses at most the buffered
+records. A damaged file (``commit.json``, zarr metadata, a chunk) is reported as a
+:class:`~grokwidgets.store.errors.RunDamagedError` naming it and the remedy.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +38,26 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from grokwidgets.store.errors import RunDamagedError, StoreError, repair_hint
 from grokwidgets.store.records import Index, Record, dense_block, dumps, to_dataset
+
+__all__ = [
+    "COMMIT_FILE",
+    "STEP_CHUNK",
+    "RunDamagedError",
+    "StoreError",
+    "ZarrRecordWriter",
+    "declared_names",
+    "read_commit",
+    "read_committed",
+    "read_rows",
+    "read_store",
+]
 
 COMMIT_FILE = "commit.json"
 STEP_CHUNK = 256  # rows per chunk: >= 100 steps, so a flush touches one or two chunks
 _FORMAT = 1
-
-
-class StoreError(RuntimeError):
-    """A run store that cannot be read or written as asked."""
+_READ_TRIES = 20  # reads spanning a truncation are retried this often
 
 
 def _arr(group: zarr.Group, name: str) -> Any:
@@ -64,6 +86,15 @@ class ZarrRecordWriter:
         Records buffered before they are written.
     flush_seconds : float
         A buffered record is written at the next append after this many seconds.
+
+    Attributes
+    ----------
+    n : int
+        Committed rows (a step written again after a late record has two rows).
+    generation : int
+        Commits published so far (every commit increments it).
+    epoch : int
+        Truncations so far; rows below ``n`` are never rewritten within an epoch.
     """
 
     def __init__(
@@ -92,13 +123,18 @@ class ZarrRecordWriter:
                 raise StoreError(msg)
             self._group = zarr.open_group(str(self.path), mode="w")
             self.index = Index()
-            self.n = 0
-            self._commit()
+            self.n = self.generation = self.epoch = 0
+            self._commit(0)
         elif mode == "a":
             commit = read_commit(self.path)
-            self._group = zarr.open_group(str(self.path), mode="r+")
+            try:
+                self._group = zarr.open_group(str(self.path), mode="r+")
+            except Exception as err:  # noqa: BLE001 (damaged metadata; named below)
+                raise _damaged(self.path, self.path / "zarr.json", err) from err
             self.index = Index.from_json(commit)
             self.n = int(commit["n"])
+            self.generation = int(commit.get("generation", 0))
+            self.epoch = int(commit.get("epoch", 0))
         else:
             msg = f"mode must be 'w' or 'a', got {mode!r}."
             raise ValueError(msg)
@@ -128,12 +164,12 @@ class ZarrRecordWriter:
             if self._buffer:
                 self._buffer[-1].merge(record)
             else:
+                # The step's row is committed and stays as it is: the merged values go into a
+                # new row, which readers prefer (the last row of a step wins).
                 assert self._tail is not None or self.n
-                tail = self._tail or self._read_row(self.n - 1)
-                tail.merge(record)
-                self.n -= 1  # rewrite that row at the next flush
-                self._buffer.append(tail)
-                self._tail = None
+                merged = _copy(self._tail) if self._tail is not None else self._read_row(self.n - 1)
+                merged.merge(record)
+                self._buffer.append(merged)
         else:
             self._buffer.append(record)
         if (
@@ -147,35 +183,64 @@ class ZarrRecordWriter:
         self.index.metric_info.update(info)
 
     def flush(self) -> None:
-        """Write buffered records and publish them atomically."""
+        """Write buffered records and publish them atomically.
+
+        On a failure (a full disk, a failed rename) the committed records are untouched, the
+        buffer is kept, and :class:`StoreError` names what failed.
+        """
         self._last_flush = time.monotonic()
         if not self._buffer:
-            self._commit()
+            self._commit(self.n)
             return
         for rec in self._buffer:
             self.index.add(rec)
         steps, metrics, arrays = dense_block(self._buffer, self.index)
         start, stop = self.n, self.n + len(self._buffer)
-        self._ensure_capacity(stop)
         n_layers, n_metrics = len(self.index.layers), len(self.index.metrics)
-        _arr(self._group, "step")[start:stop] = steps
-        if n_metrics:
-            _arr(self._group, "metrics")[start:stop, :n_layers, :n_metrics] = metrics
-        for var, values in arrays.items():
-            _arr(self._group, var)[start:stop, :n_layers, : values.shape[2]] = values
+        try:
+            self._ensure_capacity(stop)
+            _arr(self._group, "step")[start:stop] = steps
+            if n_metrics:
+                _arr(self._group, "metrics")[start:stop, :n_layers, :n_metrics] = metrics
+            for var, values in arrays.items():
+                _arr(self._group, var)[start:stop, :n_layers, : values.shape[2]] = values
+        except Exception as err:
+            msg = (
+                f"Could not write records {start}..{stop - 1} (steps {int(steps[0])}.."
+                f"{int(steps[-1])}) to {self.path}: {err}. The {self.n} records committed "
+                "before are intact; the run can be resumed from its last checkpoint."
+            )
+            raise StoreError(msg) from err
+        self._commit(stop)
         self.n = stop
         self._tail = self._buffer[-1]
         self._buffer = []
-        self._commit()
 
     def truncate(self, max_step: int) -> int:
-        """Drop committed records with ``step > max_step`` (to resume); return the count kept."""
+        """Drop committed records with ``step > max_step`` (to resume); return the count kept.
+
+        Publishes a new epoch first, so no reader mistakes the rows written next for the ones
+        it had been shown.
+        """
         self.flush()
         if self.n:
-            steps = _arr(self._group, "step")[: self.n]
-            self.n = int(np.searchsorted(steps, max_step, side="right"))
+            steps = _read_array(self.path, self._group, "step", (slice(0, self.n),))
+            kept = int(np.searchsorted(steps, max_step, side="right"))
+            if kept < self.n:
+                self.epoch += 1
+                self._commit(kept)
+                self.n = kept
         self._tail = None
-        self._commit()
+        return self.n
+
+    def truncate_rows(self, n: int) -> int:
+        """Keep the first ``n`` committed rows (``check --repair``), publishing a new epoch."""
+        self.flush()
+        if n < self.n:
+            self.epoch += 1
+            self._commit(n)
+            self.n = n
+        self._tail = None
         return self.n
 
     def close(self) -> None:
@@ -244,42 +309,100 @@ class ZarrRecordWriter:
         shape = tuple(_capacity(n, s, 1) for n, s in zip(needed, arr.shape, strict=True))
         arr.resize(shape)  # metadata-only: existing chunks keep their place
 
-    def _commit(self) -> None:
-        payload = {"format": _FORMAT, "n": self.n, **self.index.to_json()}
+    def _commit(self, n: int) -> None:
+        """Publish ``n`` rows and the index: write ``commit.json`` aside, then rename it."""
+        generation = self.generation + 1
+        payload = {
+            "format": _FORMAT,
+            "n": n,
+            "generation": generation,
+            "epoch": self.epoch,
+            **self.index.to_json(),
+        }
         target = self.path / COMMIT_FILE
         tmp = target.with_name(f".{COMMIT_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(dumps(payload))
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(dumps(payload))
+            os.replace(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            msg = (
+                f"Could not publish the commit of {self.path} ({err}); {target} still holds "
+                f"the previous {self.n} records, intact."
+            )
+            raise StoreError(msg) from err
+        self.generation = generation
+
+
+def _copy(record: Record) -> Record:
+    out = Record(step=record.step, values=dict(record.values))
+    out.arrays = {var: dict(per_layer) for var, per_layer in record.arrays.items()}
+    return out
+
+
+def _damaged(store: Path, file: Path, err: BaseException | str) -> RunDamagedError:
+    run = store.parent
+    msg = f"The run {run} is damaged: {file} cannot be read ({err}). {repair_hint(run)}"
+    return RunDamagedError(msg, run, file)
 
 
 def read_commit(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the commit file of a ``metrics.zarr`` store."""
-    target = Path(path) / COMMIT_FILE
+    """Read the commit file of a ``metrics.zarr`` store.
+
+    Raises
+    ------
+    StoreError
+        If ``path`` is not a metrics store (no commit file) or of another format.
+    RunDamagedError
+        If the commit file is damaged.
+    """
+    store = Path(path)
+    target = store / COMMIT_FILE
     try:
-        commit: dict[str, Any] = json.loads(target.read_text())
+        text = target.read_text()
     except FileNotFoundError:
         msg = f"{path} has no {COMMIT_FILE}: it is not a grokwidgets metrics store."
         raise StoreError(msg) from None
+    try:
+        commit = json.loads(text)
+        if not isinstance(commit, dict):
+            raise ValueError(f"a JSON {type(commit).__name__}, not an object")  # noqa: TRY004, TRY301
+        if commit.get("format") == _FORMAT:
+            Index.from_json(commit)  # the names are there and well formed
+            int(commit["n"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise _damaged(store, target, err) from err
     if commit.get("format") != _FORMAT:
         msg = f"{target} has format {commit.get('format')!r}; this grokwidgets reads {_FORMAT}."
         raise StoreError(msg)
     return commit
 
 
-def read_rows(
+def read_committed(
     path: str | os.PathLike[str], start: int = 0, attrs: dict[str, Any] | None = None
-) -> tuple[xr.Dataset, int]:
-    """Committed records ``start:`` of a ``metrics.zarr`` store, and the committed count.
+) -> tuple[xr.Dataset, dict[str, Any]]:
+    """The committed records of a ``metrics.zarr`` store from row ``start``, and the commit.
 
-    Safe while a writer appends: only committed rows and columns are read, and only the rows
-    asked for, so a view following a long run reads what is new, not the history. The writer
-    may rewrite its newest committed row (a late record at that step is merged into it), so a
-    follower reads again from its last row seen, ``start = n_seen - 1``.
+    Reads the commit, then the rows it publishes, then the commit again: if a truncation
+    (a new epoch) happened meanwhile, the rows may have been rewritten, so it reads again.
+    Rows of the same step (a late record) are reduced to the last one.
     """
     if start < 0:
         msg = f"start must be >= 0, got {start}."
         raise ValueError(msg)
-    commit = read_commit(path)
+    store = Path(path)
+    for _ in range(_READ_TRIES):
+        commit = read_commit(store)
+        ds = _read_rows(store, commit, start, attrs)
+        if int(read_commit(store).get("epoch", 0)) == int(commit.get("epoch", 0)):
+            return ds, commit
+    msg = f"{store} was truncated {_READ_TRIES} times while being read; try again later."
+    raise StoreError(msg)
+
+
+def _read_rows(
+    store: Path, commit: dict[str, Any], start: int, attrs: dict[str, Any] | None
+) -> xr.Dataset:
     index = Index.from_json(commit)
     n = int(commit["n"])
     rows = max(n - start, 0)
@@ -288,18 +411,73 @@ def read_rows(
         steps = np.zeros(0, np.int64)
         metrics = np.zeros((0, n_layers, n_metrics))
         arrays = {v: np.zeros((0, n_layers, s["size"])) for v, s in index.arrays.items()}
+        return to_dataset(steps, metrics, arrays, index, attrs)
+    try:
+        group = zarr.open_group(str(store), mode="r")
+    except Exception as err:  # noqa: BLE001 (a damaged zarr.json; named)
+        raise _damaged(store, store / "zarr.json", err) from err
+    steps = _read_array(store, group, "step", (slice(start, n),))
+    if n_metrics:
+        where = (slice(start, n), slice(0, n_layers), slice(0, n_metrics))
+        metrics = _read_array(store, group, "metrics", where)
     else:
-        g = zarr.open_group(str(path), mode="r")
-        steps = np.asarray(_arr(g, "step")[start:n])
-        if n_metrics:
-            metrics = np.asarray(_arr(g, "metrics")[start:n, :n_layers, :n_metrics])
-        else:
-            metrics = np.zeros((rows, n_layers, 0))
-        arrays = {
-            var: np.asarray(_arr(g, var)[start:n, :n_layers, : spec["size"]])
-            for var, spec in index.arrays.items()
-        }
-    return to_dataset(steps, metrics, arrays, index, attrs), n
+        metrics = np.zeros((rows, n_layers, 0))
+    arrays = {
+        var: _read_array(
+            store, group, var, (slice(start, n), slice(0, n_layers), slice(0, s["size"]))
+        )
+        for var, s in index.arrays.items()
+    }
+    # A late record wrote its step again: keep the last row of each step.
+    keep = np.ones(rows, dtype=bool)
+    keep[:-1] = steps[1:] != steps[:-1]
+    if not keep.all():
+        steps, metrics = steps[keep], metrics[keep]
+        arrays = {var: values[keep] for var, values in arrays.items()}
+    return to_dataset(steps, metrics, arrays, index, attrs)
+
+
+def _read_array(store: Path, group: zarr.Group, name: str, where: tuple[slice, ...]) -> Any:
+    """``group[name][where]`` as numpy; a damaged metadata file or chunk is named."""
+    try:
+        arr = _arr(group, name)
+    except Exception as err:  # noqa: BLE001 (damaged or missing metadata; named)
+        raise _damaged(store, store / name / "zarr.json", err) from err
+    try:
+        return np.asarray(arr[where])
+    except Exception as err:  # noqa: BLE001 (a chunk that does not decode; find which)
+        bad = next(_bad_chunks(store, arr, name, where), None)
+        raise _damaged(store, bad or store / name, err) from err
+
+
+def _bad_chunks(store: Path, arr: Any, name: str, where: tuple[slice, ...]) -> Iterator[Path]:
+    """The chunk files of ``arr`` under ``where`` that fail to decode, in order."""
+    chunks = arr.chunks
+    ranges = []
+    for dim, sl in enumerate(where):
+        lo, hi = sl.start or 0, sl.stop if sl.stop is not None else arr.shape[dim]
+        ranges.append(range(lo // chunks[dim], max(hi - 1, lo) // chunks[dim] + 1))
+    for key in np.ndindex(*(len(r) for r in ranges)):
+        idx = tuple(r[k] for r, k in zip(ranges, key, strict=True))
+        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks, strict=True))
+        try:
+            arr[region]
+        except Exception:  # noqa: BLE001 (this is the search for the failing chunk)
+            yield store / name / "c" / "/".join(str(i) for i in idx)
+
+
+def read_rows(
+    path: str | os.PathLike[str], start: int = 0, attrs: dict[str, Any] | None = None
+) -> tuple[xr.Dataset, int]:
+    """Committed records ``start:`` of a ``metrics.zarr`` store, and the committed row count.
+
+    Safe while a writer appends: only committed rows and columns are read, and only the rows
+    asked for, so a view following a long run reads what is new, not the history. A late
+    record at the newest step is written as a new row (readers keep the last row of a step),
+    so a follower reads again from its last row seen, ``start = n_seen - 1``.
+    """
+    ds, commit = read_committed(path, start, attrs)
+    return ds, int(commit["n"])
 
 
 def read_store(
@@ -309,7 +487,7 @@ def read_store(
 
     Safe while a writer appends: only committed rows and columns are read.
     """
-    return read_rows(path, start, attrs)[0]
+    return read_committed(path, start, attrs)[0]
 
 
 def declared_names(path: str | os.PathLike[str]) -> set[str]:

@@ -199,11 +199,11 @@ class LiveMonitor(PanelWidget):
             return True
 
     def _read_rows(self) -> None:
-        """Push the rows committed since the last read, and the last row seen if rewritten.
+        """Push the rows committed since the last read, and the last step seen if recorded again.
 
-        The writer merges a late record at its newest step into that row and rewrites it,
-        so the last row seen is read again; the stream drops the points already shown and
-        replaces those whose value changed.
+        A late record at the writer's newest step comes as a new row of that step (readers
+        keep the last), so reading starts again at the last row seen; the stream drops the
+        points already shown and replaces those whose value changed.
         """
         assert self._dir is not None
         start = max(self._n - 1, 0)

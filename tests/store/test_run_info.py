@@ -5,6 +5,7 @@ import json
 import pytest
 
 import grokwidgets as gw
+from grokwidgets.store.errors import RunDamagedError
 from grokwidgets.store.run_info import (
     RUN_JSON,
     RunInfo,
@@ -81,9 +82,11 @@ def test_the_writer_leaves_no_temporary_file(tmp_path):
 @pytest.mark.parametrize("text", ['{"config": {', "[1, 2]", ""])
 def test_a_damaged_run_json_names_the_file(tmp_path, text):
     (tmp_path / RUN_JSON).write_text(text)
-    with pytest.raises(ValueError, match=r"run\.json is damaged") as err:
+    with pytest.raises(RunDamagedError, match=r"is damaged: .*run\.json cannot be read") as err:
         gw.open_run(tmp_path)
-    assert str(tmp_path / RUN_JSON) in str(err.value)
+    assert err.value.file == tmp_path / RUN_JSON
+    assert err.value.run == tmp_path
+    assert "restore it from a copy" in str(err.value)
 
 
 def test_a_missing_run_json_says_so(tmp_path):

@@ -1,11 +1,12 @@
 """Following a run directory while a real writer (another thread or process) writes it.
 
-The writer merges a late record at its newest step into that row and rewrites it; the view
-must show the new values once, never a second point. What the browser holds is rebuilt
+A late record at the writer's newest step is written as a new row with the merged values (a
+committed row is never rewritten); the view must show the new values once, never a second
+point. What the browser holds is rebuilt
 from the frames sent, as static/_core.js applies them, and compared with the store.
 
 Run as a script (``python -m tests.widgets.test_follow DIR N``), this module is the writer
-process: each step is recorded in two parts, the second merged into the row already
+process: each step is recorded in two parts, the second arriving after the first was
 committed.
 """
 
@@ -86,7 +87,7 @@ def start_run(path):
     return ZarrRecordWriter(path / run_dir.METRICS, "w", flush_every=10**9)
 
 
-def test_rewritten_last_row_reaches_the_view_once(tmp_path):
+def test_a_late_record_at_the_last_step_reaches_the_view_once(tmp_path):
     run = tmp_path / "run"
     writer = start_run(run)
     for rec in records(range(0, 10), spectrum=False):
@@ -101,8 +102,9 @@ def test_rewritten_last_row_reaches_the_view_once(tmp_path):
     late.values[("model", "test_acc")] = 0.5
     late.values[("readout", "probe_test_acc")] = 0.75
     writer.append(late)
-    writer.flush()  # the writer rewrites row 9; the committed count stays 10
-    assert writer.n == 10
+    writer.flush()  # step 9 again, in a new row; readers keep the last row of a step
+    assert writer.n == 11
+    assert gw.open_run(run).sizes["step"] == 10
     wait_for(lambda: fe.points("accuracy").get((9.0, "test")) == 0.5)
     wait_for(lambda: (9.0, "readout") in fe.points("probe_acc"))
     assert live.panels == ["loss", "accuracy", "representation"]
@@ -196,12 +198,12 @@ def write(path: str, n: int) -> None:
     for step in range(n):
         writer.append(part_one(step))
         time.sleep(0.03)  # long enough for the follower to see the provisional row
-        writer.append(part_two(step))  # merged into the row just committed, which is rewritten
+        writer.append(part_two(step))  # the step again, merged, in a new row
     writer.close()
     run_dir.update_run_json(path, status="finished")
 
 
-def test_follows_a_writer_process_that_rewrites_rows(tmp_path):
+def test_follows_a_writer_process_that_records_steps_in_parts(tmp_path):
     run = tmp_path / "run"
     n = 30
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
