@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 from safetensors import safe_open
 
-from grokwidgets.store.checkpoints import CHECKPOINT_DIR, checkpoint_path
+from grokwidgets.store.checkpoints import CHECKPOINT_DIR, checkpoint_path, is_leftover
 from grokwidgets.store.errors import RunDamagedError, StoreError
 from grokwidgets.store.lock import WriterLock
 from grokwidgets.store.records import Index, dumps
@@ -281,7 +281,7 @@ def _check_checkpoints(run: Path, report: CheckReport) -> None:
     if not folder.is_dir():
         return
     for file in sorted(folder.iterdir()):
-        if file.name.endswith(".tmp"):
+        if is_leftover(file.name):
             report.add(file, True, "an interrupted write's leftover (ignored)")
             continue
         if not (file.name.startswith("step_") and file.name.endswith(".safetensors")):

@@ -100,18 +100,25 @@ def save_checkpoint(
     return path
 
 
+def is_leftover(name: str) -> bool:
+    """Whether ``name`` in ``checkpoints/`` is the leftover of an interrupted write."""
+    return name.endswith(".tmp") or name.startswith(".tmp")
+
+
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> dict[int, Path]:
     """Checkpoints of a run by step, in step order.
 
-    Leftover ``*.tmp`` files of an interrupted write are ignored. Any other file raises a
-    :class:`CheckpointError` naming it, since a stray file there is most likely a mistake.
+    Leftovers of an interrupted write are ignored: our ``*.tmp`` files and the ``.tmpXXXXXX``
+    files safetensors writes before renaming (found after a SIGKILL inside ``save_file``).
+    Any other file raises a :class:`CheckpointError` naming it, since a stray file there is
+    most likely a mistake.
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return {}
     found: dict[int, Path] = {}
     for path in folder.iterdir():
-        if path.name.endswith(".tmp"):
+        if is_leftover(path.name):
             continue
         match = _NAME.match(path.name)
         if not match:

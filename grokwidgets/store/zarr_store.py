@@ -223,15 +223,11 @@ class ZarrRecordWriter:
         it had been shown.
         """
         self.flush()
+        kept = 0
         if self.n:
             steps = _read_array(self.path, self._group, "step", (slice(0, self.n),))
             kept = int(np.searchsorted(steps, max_step, side="right"))
-            if kept < self.n:
-                self.epoch += 1
-                self._commit(kept)
-                self.n = kept
-        self._tail = None
-        return self.n
+        return self.truncate_rows(kept)
 
     def truncate_rows(self, n: int) -> int:
         """Keep the first ``n`` committed rows (``check --repair``), publishing a new epoch."""

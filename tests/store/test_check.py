@@ -8,27 +8,15 @@ import xarray as xr
 
 import grokwidgets as gw
 from grokwidgets.cli import main
-from grokwidgets.monitor.cadence import Every
 from grokwidgets.store.checkpoints import checkpoint_path, list_checkpoints
 from grokwidgets.store.errors import RunDamagedError
+from tests._loops import train_tiny
 
 STEPS = 300  # > 256 rows: two chunks along step
 
 
 def _train(run: Path, steps: int = STEPS, resume: bool = False) -> None:
-    task = gw.tasks.modular_arithmetic(p=7, op="+", train_fraction=0.5, seed=0)
-    model = gw.models.MLP.for_task(task, width=8, depth=1, embed_dim=4, seed=0)
-    gw.train(
-        task,
-        model,
-        steps=steps,
-        lr=1e-2,
-        dir=run,
-        progress=False,
-        cadence=Every(1),
-        resume=resume,
-        seed=0,
-    )
+    train_tiny(run, steps, resume=resume)
 
 
 @pytest.fixture(scope="module")

@@ -111,3 +111,16 @@ def test_package_never_unpickles():
                 if isinstance(node.value, ast.Name) and node.value.id in ("torch", "pickle"):
                     offenders.append(f"{f}:{node.lineno}")
     assert offenders == []
+
+
+def test_leftovers_of_an_interrupted_write_are_ignored_strays_are_not(tmp_path):
+    """safetensors writes ``.tmpXXXXXX`` beside the file then renames it: a SIGKILL inside
+    ``save_file`` leaves one (the crash test found it), and resume must not trip on it."""
+    model = torch.nn.Linear(2, 2)
+    path = save_checkpoint(tmp_path, 4, model)
+    (path.parent / ".tmpOW4VzG").write_bytes(b"half a file")
+    (path.parent / "step_00000009.safetensors.tmp").write_bytes(b"half a file")
+    assert list_checkpoints(tmp_path) == {4: path}
+    (path.parent / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="notes.txt is not a grokwidgets checkpoint"):
+        list_checkpoints(tmp_path)

@@ -19,28 +19,16 @@ import pytest
 import xarray as xr
 
 import grokwidgets as gw
-from grokwidgets.monitor.cadence import Every
 from grokwidgets.store import zarr_store
 from grokwidgets.store.checkpoints import list_checkpoints
+from tests._loops import train_tiny
 
 STEPS = 60
 TRIALS = 20
 
 
 def _train(run: Path, resume: bool = False) -> None:
-    task = gw.tasks.modular_arithmetic(p=7, op="+", train_fraction=0.5, seed=0)
-    model = gw.models.MLP.for_task(task, width=8, depth=1, embed_dim=4, seed=0)
-    gw.train(
-        task,
-        model,
-        steps=STEPS,
-        lr=1e-2,
-        dir=run,
-        progress=False,
-        cadence=Every(1),
-        resume=resume,
-        seed=0,
-    )
+    train_tiny(run, STEPS, resume=resume)
 
 
 def _writer(run: str, pause_in_flush: int) -> None:

@@ -17,30 +17,17 @@ import zarr
 import grokwidgets as gw
 from grokwidgets.diagnostics import MetricInfo, register
 from grokwidgets.diagnostics.registry import _REGISTRY
-from grokwidgets.monitor.cadence import Every
 from grokwidgets.store import checkpoints as checkpoints_module
 from grokwidgets.store.checkpoints import CheckpointError
 from grokwidgets.store.errors import StoreError
+from tests._loops import train_tiny
 
 STEPS = 150
 FULL = OSError(28, "No space left on device")
 
 
 def _train(run: Path, resume: bool = False, diagnostics=("basic",)) -> None:
-    task = gw.tasks.modular_arithmetic(p=7, op="+", train_fraction=0.5, seed=0)
-    model = gw.models.MLP.for_task(task, width=8, depth=1, embed_dim=4, seed=0)
-    gw.train(
-        task,
-        model,
-        steps=STEPS,
-        lr=1e-2,
-        dir=run,
-        progress=False,
-        cadence=Every(1),
-        resume=resume,
-        seed=0,
-        diagnostics=list(diagnostics),
-    )
+    train_tiny(run, STEPS, resume=resume, diagnostics=tuple(diagnostics))
 
 
 @pytest.fixture(scope="module")
