@@ -35,7 +35,14 @@ from grokwidgets.store.errors import RunDamagedError, StoreError
 from grokwidgets.store.lock import WriterLock
 from grokwidgets.store.records import Index, dumps
 from grokwidgets.store.run_info import RUN_JSON, read_run_info
-from grokwidgets.store.zarr_store import COMMIT_FILE, ZarrRecordWriter, read_commit
+from grokwidgets.store.zarr_store import (
+    COMMIT_FILE,
+    ZarrRecordWriter,
+    chunk_file,
+    chunk_region,
+    chunks_under,
+    read_commit,
+)
 
 __all__ = ["DAMAGED_DIR", "CheckReport", "Finding", "check_run"]
 
@@ -230,50 +237,29 @@ def _check_records(store: Path, report: CheckReport) -> None:
             first_bad = 0
             continue
         bad_rows = []
-        for chunk, rows in _chunks(arr, shape):
-            file = store / name / "c" / "/".join(str(i) for i in chunk)
+        chunks = chunks_under(arr, tuple(slice(0, s) for s in shape))
+        for chunk in chunks:
+            file = chunk_file(store, name, chunk)
+            first_row = chunk[0] * arr.chunks[0]
             try:
-                values = np.asarray(
-                    arr[
-                        tuple(
-                            slice(i * c, (i + 1) * c)
-                            for i, c in zip(chunk, arr.chunks, strict=True)
-                        )
-                    ]
-                )
+                values = np.asarray(arr[chunk_region(arr, chunk)])
             except Exception as err:  # noqa: BLE001
                 report.add(file, False, f"does not decode ({type(err).__name__}: {err})")
-                bad_rows.append(rows.start)
+                bad_rows.append(first_row)
                 continue
-            if name == "step":
-                steps = values[: rows.stop - rows.start]
-                if np.any(np.diff(steps) < 0):
-                    report.add(file, False, "steps out of order")
-                    bad_rows.append(rows.start)
+            if name == "step" and np.any(np.diff(values[: n - first_row]) < 0):
+                report.add(file, False, "steps out of order")
+                bad_rows.append(first_row)
         if bad_rows:
             first_bad = min(first_bad, min(bad_rows))
         else:
-            report.add(store / name, True, f"{_count_chunks(arr, shape)} chunks decode")
+            report.add(store / name, True, f"{len(chunks)} chunks decode")
     report.intact_records = first_bad
     if first_bad:
         try:
             report.last_intact_step = int(np.asarray(group["step"][first_bad - 1]))  # type: ignore[index]
         except Exception:  # noqa: BLE001 (the step chunk itself is damaged)
             report.last_intact_step = None
-
-
-def _chunks(arr: Any, shape: tuple[int, ...]) -> list[tuple[tuple[int, ...], range]]:
-    """Chunk indices covering ``shape`` of ``arr``, each with its range of rows."""
-    counts = [max(-(-s // c), 1) if s else 0 for s, c in zip(shape, arr.chunks, strict=True)]
-    out = []
-    for chunk in np.ndindex(*counts):
-        lo = chunk[0] * arr.chunks[0]
-        out.append((tuple(int(i) for i in chunk), range(lo, min(lo + arr.chunks[0], shape[0]))))
-    return out
-
-
-def _count_chunks(arr: Any, shape: tuple[int, ...]) -> int:
-    return len(_chunks(arr, shape))
 
 
 def _check_checkpoints(run: Path, report: CheckReport) -> None:

@@ -36,6 +36,13 @@ class Record:
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
+    def merged(self, other: Record) -> Record:
+        """A new record: this one's values with ``other``'s added (neither is changed)."""
+        out = Record(step=self.step, values=dict(self.values))
+        out.arrays = {var: dict(per_layer) for var, per_layer in self.arrays.items()}
+        out.merge(other)
+        return out
+
     def merge(self, other: Record) -> None:
         """Add ``other``'s values (same step) into this record; ``other`` wins on conflicts."""
         self.values.update(other.values)
@@ -198,7 +205,7 @@ def records_dataset(records: Sequence[Record]) -> xr.Dataset:
     rows: list[Record] = []
     for rec in records:
         if rows and rows[-1].step == rec.step:
-            rows[-1] = _merged(rows[-1], rec)
+            rows[-1] = rows[-1].merged(rec)
         else:
             rows.append(rec)
     index = Index()
@@ -206,10 +213,3 @@ def records_dataset(records: Sequence[Record]) -> xr.Dataset:
         index.add(rec)
     steps, metrics, arrays = dense_block(rows, index)
     return to_dataset(steps, metrics, arrays, index)
-
-
-def _merged(a: Record, b: Record) -> Record:
-    out = Record(step=a.step, values=dict(a.values))
-    out.arrays = {var: dict(per_layer) for var, per_layer in a.arrays.items()}
-    out.merge(b)
-    return out

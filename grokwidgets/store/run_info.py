@@ -10,7 +10,6 @@ cadences, the training recipe of ``gw.train``), who made it (versions) and where
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grokwidgets.store.errors import RunDamagedError
-from grokwidgets.store.records import dumps
+from grokwidgets.store.jsonfile import read_json_object, write_json_atomic
 
 __all__ = ["FORMAT", "RUN_JSON", "RunInfo", "read_run_info", "update_run_info", "write_run_info"]
 
@@ -113,10 +112,7 @@ class RunInfo:
 
 def write_run_info(path: str | os.PathLike[str], info: RunInfo) -> None:
     """Write ``run.json`` of the run directory ``path`` atomically (write, then rename)."""
-    target = Path(path) / RUN_JSON
-    tmp = target.with_name(f".{RUN_JSON}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(info.to_json()))
-    os.replace(tmp, target)
+    write_json_atomic(Path(path) / RUN_JSON, info.to_json())
 
 
 def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
@@ -131,16 +127,10 @@ def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
     """
     target = Path(path) / RUN_JSON
     try:
-        text = target.read_text()
+        return RunInfo.from_json(read_json_object(target))
     except FileNotFoundError:
         msg = f"{path} is not a grokwidgets run: {RUN_JSON} is missing."
         raise FileNotFoundError(msg) from None
-    try:
-        obj = json.loads(text)
-        if not isinstance(obj, dict):
-            msg = f"it holds a JSON {type(obj).__name__}, not an object"
-            raise ValueError(msg)  # noqa: TRY004, TRY301
-        return RunInfo.from_json(obj)
     except (ValueError, TypeError) as err:
         msg = (
             f"The run {path} is damaged: {target} cannot be read ({err}). It holds the run's "

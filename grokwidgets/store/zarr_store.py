@@ -27,7 +27,7 @@ records. A damaged file (``commit.json``, zarr metadata, a chunk) is reported as
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -39,7 +39,8 @@ import xarray as xr
 import zarr
 
 from grokwidgets.store.errors import RunDamagedError, StoreError, repair_hint
-from grokwidgets.store.records import Index, Record, dense_block, dumps, to_dataset
+from grokwidgets.store.jsonfile import read_json_object, write_json_atomic
+from grokwidgets.store.records import Index, Record, dense_block, to_dataset
 
 __all__ = [
     "COMMIT_FILE",
@@ -47,6 +48,9 @@ __all__ = [
     "RunDamagedError",
     "StoreError",
     "ZarrRecordWriter",
+    "chunk_file",
+    "chunk_region",
+    "chunks_under",
     "declared_names",
     "read_commit",
     "read_committed",
@@ -167,9 +171,8 @@ class ZarrRecordWriter:
                 # The step's row is committed and stays as it is: the merged values go into a
                 # new row, which readers prefer (the last row of a step wins).
                 assert self._tail is not None or self.n
-                merged = _copy(self._tail) if self._tail is not None else self._read_row(self.n - 1)
-                merged.merge(record)
-                self._buffer.append(merged)
+                tail = self._tail if self._tail is not None else self._read_row(self.n - 1)
+                self._buffer.append(tail.merged(record))
         else:
             self._buffer.append(record)
         if (
@@ -316,24 +319,15 @@ class ZarrRecordWriter:
             **self.index.to_json(),
         }
         target = self.path / COMMIT_FILE
-        tmp = target.with_name(f".{COMMIT_FILE}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(dumps(payload))
-            os.replace(tmp, target)
+            write_json_atomic(target, payload)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             msg = (
                 f"Could not publish the commit of {self.path} ({err}); {target} still holds "
                 f"the previous {self.n} records, intact."
             )
             raise StoreError(msg) from err
         self.generation = generation
-
-
-def _copy(record: Record) -> Record:
-    out = Record(step=record.step, values=dict(record.values))
-    out.arrays = {var: dict(per_layer) for var, per_layer in record.arrays.items()}
-    return out
 
 
 def _damaged(store: Path, file: Path, err: BaseException | str) -> RunDamagedError:
@@ -355,17 +349,13 @@ def read_commit(path: str | os.PathLike[str]) -> dict[str, Any]:
     store = Path(path)
     target = store / COMMIT_FILE
     try:
-        text = target.read_text()
-    except FileNotFoundError:
-        msg = f"{path} has no {COMMIT_FILE}: it is not a grokwidgets metrics store."
-        raise StoreError(msg) from None
-    try:
-        commit = json.loads(text)
-        if not isinstance(commit, dict):
-            raise ValueError(f"a JSON {type(commit).__name__}, not an object")  # noqa: TRY004, TRY301
+        commit = read_json_object(target)
         if commit.get("format") == _FORMAT:
             Index.from_json(commit)  # the names are there and well formed
             int(commit["n"])
+    except FileNotFoundError:
+        msg = f"{path} has no {COMMIT_FILE}: it is not a grokwidgets metrics store."
+        raise StoreError(msg) from None
     except (ValueError, KeyError, TypeError) as err:
         raise _damaged(store, target, err) from err
     if commit.get("format") != _FORMAT:
@@ -446,20 +436,34 @@ def _read_array(store: Path, group: zarr.Group, name: str, where: tuple[slice, .
         raise _damaged(store, bad or store / name, err) from err
 
 
-def _bad_chunks(store: Path, arr: Any, name: str, where: tuple[slice, ...]) -> Iterator[Path]:
-    """The chunk files of ``arr`` under ``where`` that fail to decode, in order."""
-    chunks = arr.chunks
+def chunks_under(arr: Any, where: tuple[slice, ...]) -> list[tuple[int, ...]]:
+    """Indices of the chunks of ``arr`` that hold ``arr[where]``, in order."""
     ranges = []
     for dim, sl in enumerate(where):
         lo, hi = sl.start or 0, sl.stop if sl.stop is not None else arr.shape[dim]
-        ranges.append(range(lo // chunks[dim], max(hi - 1, lo) // chunks[dim] + 1))
-    for key in np.ndindex(*(len(r) for r in ranges)):
-        idx = tuple(r[k] for r, k in zip(ranges, key, strict=True))
-        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks, strict=True))
+        if hi <= lo:
+            return []
+        ranges.append(range(lo // arr.chunks[dim], (hi - 1) // arr.chunks[dim] + 1))
+    return [tuple(int(i) for i in idx) for idx in itertools.product(*ranges)]
+
+
+def chunk_region(arr: Any, idx: tuple[int, ...]) -> tuple[slice, ...]:
+    """The selection of ``arr`` that is its chunk ``idx``."""
+    return tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, arr.chunks, strict=True))
+
+
+def chunk_file(store: Path, name: str, idx: tuple[int, ...]) -> Path:
+    """The file of chunk ``idx`` of the array ``name`` (zarr 3's default key encoding)."""
+    return store / name / "c" / "/".join(str(i) for i in idx)
+
+
+def _bad_chunks(store: Path, arr: Any, name: str, where: tuple[slice, ...]) -> Iterator[Path]:
+    """The chunk files of ``arr`` under ``where`` that fail to decode, in order."""
+    for idx in chunks_under(arr, where):
         try:
-            arr[region]
+            arr[chunk_region(arr, idx)]
         except Exception:  # noqa: BLE001 (this is the search for the failing chunk)
-            yield store / name / "c" / "/".join(str(i) for i in idx)
+            yield chunk_file(store, name, idx)
 
 
 def read_rows(
