@@ -253,7 +253,7 @@ def _check_records(store: Path, report: CheckReport) -> None:
         if bad_rows:
             first_bad = min(first_bad, min(bad_rows))
         else:
-            report.add(store / name, True, f"{len(chunks)} chunks decode")
+            report.add(store / name, True, f"every chunk decodes ({len(chunks)})")
     report.intact_records = first_bad
     if first_bad:
         try:
