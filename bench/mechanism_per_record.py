@@ -8,6 +8,9 @@ family is timed on its own (``diag.fn(probe)`` after ``diag.setup``); the first 
 cold, the median is over the later ones. Target: each family under 0.5 s per record on
 2 cores.
 
+Issue 14's suite: ``--families htsr probes geometry ntk li2 comparative phase_detector``
+(target: all together ≤ 0.15 s median per record; the last row sums the medians).
+
 Usage: ``python bench/mechanism_per_record.py [--records 8] [--every 50] [--threads 0]
 [--families li2 compress infogeo comparative]``; prints a markdown table and one JSON line.
 """
@@ -86,7 +89,9 @@ def main() -> None:
             f"| {name} | {row['setup_s']} | {row['first_s']} | **{row['median_s']}** "
             f"| {row['max_s']} |"
         )
-    print(json.dumps({"threads": torch.get_num_threads(), "families": summary}))
+    total = sum(row["median_s"] for row in summary.values())
+    print(f"| **all together** | | | **{total:.4f}** | |")
+    print(json.dumps({"threads": torch.get_num_threads(), "families": summary, "total_s": total}))
 
 
 if __name__ == "__main__":

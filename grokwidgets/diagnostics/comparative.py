@@ -77,6 +77,7 @@ from grokwidgets.diagnostics._features import (
 from grokwidgets.diagnostics._shared import eval_mode, finite_float64, seeded_subset
 from grokwidgets.diagnostics.probe import EVAL_CHUNK, Probe
 from grokwidgets.diagnostics.registry import (
+    MECHANISM_CADENCE,
     DiagnosticFn,
     MetricInfo,
     SetupFn,
@@ -486,7 +487,13 @@ def register_comparative(
     """
     options = options or ComparativeOptions()
     setup: SetupFn = _setup
-    register(name, metrics=_metric_infos(), setup=setup, replace=replace)(_comparative_fn(options))
+    register(
+        name,
+        metrics=_metric_infos(),
+        setup=setup,
+        cadence=MECHANISM_CADENCE,
+        replace=replace,
+    )(_comparative_fn(options))
 
 
 register_comparative("comparative")

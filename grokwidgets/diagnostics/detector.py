@@ -74,7 +74,7 @@ import xarray as xr
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.phases import PHASES
 from grokwidgets.diagnostics.probe import RECORD_VALUES, Probe
-from grokwidgets.diagnostics.registry import MetricInfo, register
+from grokwidgets.diagnostics.registry import MECHANISM_CADENCE, MetricInfo, register
 
 __all__ = [
     "EVENTS",
@@ -508,7 +508,9 @@ def register_detector(
     name: str = "phase_detector", rules: DetectorRules | None = None, *, replace: bool = False
 ) -> None:
     """Register the detector under ``name`` with its own rules (``phase_detector``: defaults)."""
-    register(name, metrics=METRICS, replace=replace)(_detector_fn(rules or DetectorRules()))
+    register(name, metrics=METRICS, cadence=MECHANISM_CADENCE, replace=replace)(
+        _detector_fn(rules or DetectorRules())
+    )
 
 
 register_detector()

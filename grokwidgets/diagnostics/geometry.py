@@ -68,7 +68,13 @@ from grokwidgets.diagnostics._features import (
 )
 from grokwidgets.diagnostics._shared import sample_matrix
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, SetupFn, register
+from grokwidgets.diagnostics.registry import (
+    MECHANISM_CADENCE,
+    DiagnosticFn,
+    MetricInfo,
+    SetupFn,
+    register,
+)
 
 __all__ = [
     "class_separation",
@@ -206,13 +212,21 @@ def _self_norm(xc: Tensor) -> float:
     return float(torch.linalg.matrix_norm(gram))
 
 
-def _cka(xc: Tensor, yc: Tensor) -> float:
+def _svd_norm(s: Tensor) -> float:
+    """``‖X_cᵀX_c‖_F = (Σ σ⁴)^½`` from the singular values: CKA's normalizer, for free."""
+    return float(s.square().square().sum().sqrt())
+
+
+def _cka(xc: Tensor, yc: Tensor, x_norm: float | None = None, y_norm: float | None = None) -> float:
+    """Linear CKA of centred features; ``x_norm``/``y_norm``: their :func:`_self_norm` if known."""
     n = xc.shape[0]
     if xc.shape[1] * yc.shape[1] <= n * n:
         cross = float(torch.linalg.matrix_norm(yc.T @ xc)) ** 2
     else:
         cross = float(((xc @ xc.T) * (yc @ yc.T)).sum())
-    den = _self_norm(xc) * _self_norm(yc)
+    den = (x_norm if x_norm is not None else _self_norm(xc)) * (
+        y_norm if y_norm is not None else _self_norm(yc)
+    )
     if not den > 0:
         return math.nan
     return cross / den
@@ -282,7 +296,14 @@ def _label_ranks(labels: Tensor) -> Tensor:
     """Ranks of the label RDM's upper triangle (computed once per record, shared by layers)."""
     n = labels.shape[0]
     iu = torch.triu_indices(n, n, offset=1)
-    return _rankdata(_label_rdm(labels)[iu[0], iu[1]])
+    rdm = _label_rdm(labels)[iu[0], iu[1]]
+    if labels.is_floating_point():
+        return _rankdata(rdm)
+    # Class ids: a 0/1 dissimilarity has two tie groups, ranked in closed form (no sort).
+    n_same = float((rdm == 0).sum())
+    n_diff = rdm.numel() - n_same
+    low = torch.tensor((n_same + 1) / 2, dtype=torch.float64)
+    return torch.where(rdm == 0, low, torch.tensor(n_same + (n_diff + 1) / 2, dtype=torch.float64))
 
 
 def _rsa_ranked(x: Tensor, label_ranks: Tensor) -> float:
@@ -371,6 +392,10 @@ def _setup_fn(name: str, sets: RowSubsets, n_rows: int) -> SetupFn:
 
 
 def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> DiagnosticFn:
+    # The CKA normalizer of each stored reference, keyed by its state entry and valid only
+    # for that very tensor (a restored or replaced state entry is recomputed).
+    _norms: dict[str, tuple[Tensor, float]] = {}
+
     def geometry(probe: Probe) -> dict[str, dict[str, float]]:
         task = probe.task
         if task is None:
@@ -395,6 +420,7 @@ def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> Diagno
             x = raw.to(torch.float64)
             xc = x - x.mean(dim=0)
             s = torch.linalg.svdvals(xc)
+            norm = _svd_norm(s)
             constant = "the representation is constant over the fixed rows"
             erank, pr = _erank(s), _pr(s)
             out["effective_rank"][layer] = (
@@ -426,11 +452,19 @@ def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> Diagno
                     out[metric][layer] = probe.nan(metric, missing, layer)
                     continue
                 r = ref.to(torch.float64)
-                value = _cka(xc, r - r.mean(dim=0))
+                rc = r - r.mean(dim=0)
+                known = _norms.get(key)  # the reference's normalizer, if computed before
+                if known is None or known[0] is not ref:
+                    # the same formula as at its own record, so a resumed run is identical
+                    known = (ref, _svd_norm(torch.linalg.svdvals(rc)))
+                    _norms[key] = known
+                value = _cka(xc, rc, norm, known[1])
                 out[metric][layer] = (
                     value if not math.isnan(value) else probe.nan(metric, constant, layer)
                 )
-            probe.state[f"{name}.prev.{layer}"] = raw.clone()
+            kept = raw.clone()
+            probe.state[f"{name}.prev.{layer}"] = kept
+            _norms[f"{name}.prev.{layer}"] = (kept, norm)
             if label_ranks is None:
                 label_ranks = _label_ranks(targets[:n_rsa])
             value = _rsa_ranked(x[:n_rsa], label_ranks)
@@ -486,6 +520,7 @@ def register_geometry(
         name,
         metrics=_metric_infos(),
         setup=_setup_fn(name, sets, n_rows),
+        cadence=MECHANISM_CADENCE,
         replace=replace,
     )(_geometry_fn(name, sets, n_rows, n_rsa))
 

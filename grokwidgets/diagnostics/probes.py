@@ -17,9 +17,11 @@ multinomial logistic regression with a small L2 penalty on the weights (not the 
     \min_{W, b}\; \frac{1}{n}\sum_{i=1}^{n} -\log \operatorname{softmax}(W^\top z_i + b)_{y_i}
     + \frac{\lambda}{2}\|W\|_F^2, \qquad \lambda = 10^{-3},
 
-solved with L-BFGS (strong-Wolfe line search) to a gradient max-norm below 10⁻⁶, warm-started
-from the previous record's solution (kept in ``probe.state``). It is strictly convex, so the
-result does not depend on the start. This is scikit-learn's ``LogisticRegression(C=1 / (λ n))``
+solved with L-BFGS (strong-Wolfe line search) to a gradient max-norm below 3·10⁻⁵ (10⁻⁶ for
+:func:`linear_probe` called directly), warm-started from the previous record's solution (kept
+in ``probe.state``), iterating in the features' precision (float32 for a float32 model; the
+standardization and the scores stay in float64). It is strictly convex, so the result does
+not depend on the start. This is scikit-learn's ``LogisticRegression(C=1 / (λ n))``
 on the same standardized features. Regression: ridge regression, in closed form,
 
 .. math::
@@ -86,12 +88,13 @@ from grokwidgets.diagnostics._features import (
 )
 from grokwidgets.diagnostics._shared import sample_matrix
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, register
+from grokwidgets.diagnostics.registry import MECHANISM_CADENCE, DiagnosticFn, MetricInfo, register
 from grokwidgets.tasks.losses import accuracy
 
 __all__ = [
     "DEFAULT_L2",
     "DEFAULT_TOL",
+    "RECORD_TOL",
     "LinearProbeResult",
     "linear_probe",
     "register_probes",
@@ -99,8 +102,13 @@ __all__ = [
 
 #: L2 penalty λ of the probes (per sample: the loss is a mean).
 DEFAULT_L2 = 1e-3
-#: L-BFGS stops when the gradient's largest entry falls below this.
+#: L-BFGS stops when the gradient's largest entry falls below this (:func:`linear_probe`).
 DEFAULT_TOL = 1e-6
+#: The registered ``probes`` diagnostic's tolerance: about a third of the iterations of
+#: :data:`DEFAULT_TOL`; along the demo run its accuracies stay within a few of 2,048 rows of
+#: it and of scikit-learn's (``bench/probe_solver.py``), well inside the accuracies' own
+#: sampling error.
+RECORD_TOL = 3e-5
 
 _CHOU = "Chou et al. (2026) Two speeds of learning, arXiv:2605.27078"
 _ALAIN = "Alain & Bengio (2016) linear classifier probes, arXiv:1610.01644"
@@ -160,23 +168,33 @@ def _standardize(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fit_logistic(
-    za: Tensor, y: Tensor, k: int, l2: float, init: Tensor | None, max_iter: int, tol: float
+    za: Tensor,
+    y: Tensor,
+    k: int,
+    l2: float,
+    init: Tensor | None,
+    max_iter: int,
+    tol: float,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, int, bool]:
     """Multinomial logistic regression by L-BFGS on ``za`` = [z, 1]; returns (coef, iters, ok).
 
     Works with the transposed coefficients ``(k, d + 1)`` and logits ``(k, n)``: the two
-    matrix products per evaluation are then ~1.8x faster (MKL, skinny k).
+    matrix products per evaluation are then ~1.8x faster (MKL, skinny k). ``dtype`` is the
+    arithmetic of the iterations (float32 halves their cost); the coefficients come back in
+    float64.
     """
     n, d1 = za.shape
     start = init if init is not None and init.shape == (d1, k) else None
     theta_t = (
-        start.detach().to(torch.float64).T.contiguous()
+        start.detach().to(dtype).T.contiguous()
         if start is not None
-        else torch.zeros(k, d1, dtype=torch.float64)
+        else torch.zeros(k, d1, dtype=dtype)
     ).requires_grad_(True)
-    penal = torch.ones(1, d1, dtype=torch.float64)
+    penal = torch.ones(1, d1, dtype=dtype)
     penal[0, -1] = 0.0  # no penalty on the bias
-    onehot_t = F.one_hot(y, k).T.to(torch.float64)
+    onehot_t = F.one_hot(y, k).T.to(dtype)
+    za = za.to(dtype)
     za_t = za.T.contiguous()
 
     def closure() -> Tensor:
@@ -195,7 +213,8 @@ def _fit_logistic(
         max_iter=max_iter,
         max_eval=2 * max_iter,
         tolerance_grad=tol,
-        tolerance_change=1e-15,
+        # Below float32's resolution a "change" is rounding: stop there rather than spin.
+        tolerance_change=1e-15 if dtype == torch.float64 else 1e-9,
         history_size=20,
         line_search_fn="strong_wolfe",
     )
@@ -204,7 +223,7 @@ def _fit_logistic(
     closure()
     grad = theta_t.grad
     converged = grad is not None and float(grad.abs().max()) <= 10 * tol
-    return theta_t.detach().T.contiguous(), n_iter, converged
+    return theta_t.detach().T.to(torch.float64).contiguous(), n_iter, converged
 
 
 def linear_probe(
@@ -218,6 +237,7 @@ def linear_probe(
     init: Tensor | None = None,
     max_iter: int = 1000,
     tol: float = DEFAULT_TOL,
+    solver_dtype: torch.dtype = torch.float64,
 ) -> LinearProbeResult:
     r"""Fit a linear probe on train features and score it on train and test.
 
@@ -246,6 +266,11 @@ def linear_probe(
         L-BFGS iteration limit.
     tol : float
         Stop when the gradient's largest entry is below this.
+    solver_dtype : torch.dtype
+        Arithmetic of the L-BFGS iterations (logistic regression only): ``torch.float32``
+        halves their cost; standardization, scores and the returned coefficients stay in
+        float64. On the modular-addition and MNIST features it moves accuracies by at most a
+        row (``bench/probe_solver.py``).
 
     Returns
     -------
@@ -281,6 +306,9 @@ def linear_probe(
     if not l2 > 0:
         msg = f"l2 must be positive (the probe's objective is then strictly convex), got {l2}."
         raise ValueError(msg)
+    if solver_dtype not in (torch.float32, torch.float64):
+        msg = f"solver_dtype must be torch.float32 or torch.float64, got {solver_dtype}."
+        raise ValueError(msg)
     mean, scale = _standardize(x_tr)
     z_tr = (x_tr - mean) / scale
     z_te = (x_te - mean) / scale
@@ -301,7 +329,9 @@ def linear_probe(
         )
         raise ValueError(msg)
     za = torch.cat([z_tr, torch.ones(n, 1, dtype=torch.float64)], dim=1)
-    coef, n_iter, converged = _fit_logistic(za, y_tr, k, float(l2), init, max_iter, tol)
+    coef, n_iter, converged = _fit_logistic(
+        za, y_tr, k, float(l2), init, max_iter, tol, solver_dtype
+    )
     logits_tr = z_tr @ coef[:-1] + coef[-1]
     logits_te = z_te @ coef[:-1] + coef[-1]
     return LinearProbeResult(
@@ -427,7 +457,7 @@ def _model_scores(cap: Capture, kind: str) -> tuple[float, float]:
     return math.nan, float(F.mse_loss(out, cap.targets.to(torch.float64).reshape(out.shape)))
 
 
-def _probes_fn(name: str, sets: RowSubsets, l2: float, tol: float) -> DiagnosticFn:
+def _probes_fn(name: str, sets: RowSubsets, l2: float, tol: float, precision: str) -> DiagnosticFn:
     def probes(probe: Probe) -> dict[str, float | dict[str, float]]:
         task = probe.task
         if task is None:
@@ -452,6 +482,8 @@ def _probes_fn(name: str, sets: RowSubsets, l2: float, tol: float) -> Diagnostic
                     out[metric][layer] = probe.nan(metric, reason, layer=layer)
                 continue
             key = f"{name}.coef.{layer}"
+            feats = train.features[layer]
+            wide = precision == "float64" or (precision == "auto" and feats.dtype == torch.float64)
             res = linear_probe(
                 train.features[layer],
                 train.targets,
@@ -461,6 +493,7 @@ def _probes_fn(name: str, sets: RowSubsets, l2: float, tol: float) -> Diagnostic
                 l2=l2,
                 init=probe.state.get(key),
                 tol=tol,
+                solver_dtype=torch.float64 if wide else torch.float32,
             )
             probe.state[key] = res.coef
             results[layer] = res
@@ -512,7 +545,8 @@ def register_probes(
     *,
     sets: RowSubsets | None = None,
     l2: float = DEFAULT_L2,
-    tol: float = DEFAULT_TOL,
+    tol: float = RECORD_TOL,
+    precision: Literal["auto", "float32", "float64"] = "auto",
     replace: bool = False,
 ) -> None:
     """Register the probe family under ``name`` with its own row subsets and penalty.
@@ -530,17 +564,28 @@ def register_probes(
     l2 : float
         The probes' L2 penalty λ.
     tol : float
-        L-BFGS stops when the gradient's largest entry is below this; ``1e-5`` takes about
-        30% fewer iterations and moves accuracies by at most a row or two.
+        L-BFGS stops when the gradient's largest entry is below this; the default
+        :data:`RECORD_TOL` takes about a third of the iterations of ``1e-6`` and moves
+        accuracies by a few rows at most (``bench/probe_solver.py``).
+    precision : {"auto", "float32", "float64"}
+        Arithmetic of the L-BFGS iterations; ``"auto"`` uses the features' dtype (a float32
+        model's probes iterate in float32, twice as fast). Scores are computed in float64.
     replace : bool
         Replace an existing registration of ``name``.
     """
     if not l2 > 0 or not tol > 0:
         msg = f"l2 and tol must be positive, got l2={l2}, tol={tol}."
         raise ValueError(msg)
-    register(name, metrics=_metric_infos(), setup=_check_model, replace=replace)(
-        _probes_fn(name, sets or RowSubsets(), float(l2), float(tol))
-    )
+    if precision not in ("auto", "float32", "float64"):
+        msg = f"precision must be 'auto', 'float32' or 'float64', got {precision!r}."
+        raise ValueError(msg)
+    register(
+        name,
+        metrics=_metric_infos(),
+        setup=_check_model,
+        cadence=MECHANISM_CADENCE,
+        replace=replace,
+    )(_probes_fn(name, sets or RowSubsets(), float(l2), float(tol), precision))
 
 
 register_probes("probes")

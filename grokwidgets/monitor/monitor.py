@@ -17,7 +17,7 @@ import grokwidgets.diagnostics  # noqa: F401  (registers the built-in diagnostic
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.probe import RECORD_VALUES, Probe
 from grokwidgets.diagnostics.registry import Diagnostic, metric_info, resolve
-from grokwidgets.monitor.cadence import Cadence, LogSpaced, as_cadence
+from grokwidgets.monitor.cadence import Cadence, LogSpaced, as_cadence, cadence_from_json
 from grokwidgets.monitor.dispatch import readers_last, record_of
 from grokwidgets.store import run_dir
 from grokwidgets.store.checkpoints import (
@@ -57,7 +57,11 @@ class Monitor:
         Registered diagnostics or groups (``"basic"`` = ``loss``, ``weights``, ``grad_norm``).
     cadence : Cadence, int or dict, optional
         When to record: one cadence for all, or ``{name: cadence, "default": cadence}`` per
-        diagnostic. Default: every step up to 100, then 50 per decade.
+        diagnostic. Default: every step up to 100, then 50 per decade, except for the
+        families registered with a cadence of their own (the costly mechanism families:
+        ``probes``, ``geometry``, ``ntk``, ``htsr``, ... every step up to 10, then 10 per
+        decade, :data:`~grokwidgets.diagnostics.registry.MECHANISM_CADENCE`); a cadence
+        given for all, or as ``"default"``, applies to them too.
     loss : str or callable
         The training loss (``"auto"``, ``"cross_entropy"``, ``"mse"``, or a function
         ``(outputs, targets) -> scalar``), used for ``train_loss``/``test_loss``.
@@ -274,14 +278,23 @@ class Monitor:
     def _resolve_cadences(
         self, cadence: CadenceLike | Mapping[str, CadenceLike]
     ) -> dict[str, Cadence]:
+        def own(d: Diagnostic) -> Cadence:
+            # A family's own default (the sparse mechanism grid) or the monitor's.
+            return cadence_from_json(dict(d.cadence)) if d.cadence else Cadence.default()
+
         if isinstance(cadence, Mapping):
             names = {d.name for d in self.diagnostics}
             unknown = sorted(set(cadence) - names - {"default"})
             if unknown:
                 msg = f"Cadence given for {unknown}, not among the diagnostics {sorted(names)}."
                 raise ValueError(msg)
-            default = as_cadence(cadence.get("default"))
-            return {d.name: as_cadence(cadence.get(d.name), default) for d in self.diagnostics}
+            out = {}
+            for d in self.diagnostics:
+                given = cadence.get(d.name, cadence.get("default"))
+                out[d.name] = own(d) if given is None else as_cadence(given)
+            return out
+        if cadence is None:
+            return {d.name: own(d) for d in self.diagnostics}
         one = as_cadence(cadence)
         return {d.name: one for d in self.diagnostics}
 

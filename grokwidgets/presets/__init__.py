@@ -9,12 +9,26 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+#: What the ``modular-addition`` demo records: the loss, weights and gradient norm at every
+#: loss record, and the mechanism families on their own sparser grid (their default cadence).
+MECHANISM_SUITE: tuple[str, ...] = (
+    "basic",
+    "probes",
+    "geometry",
+    "ntk",
+    "htsr",
+    "li2",
+    "comparative",
+    "phase_detector",
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "modular-addition": {
         "description": (
             "Grokking demo: a + b mod 97 from 30% of the pairs, embedding MLP, AdamW with "
             "strong weight decay (Power et al. 2022; Liu et al. 2022). Train accuracy reaches "
-            "100% early, test accuracy much later."
+            "100% early, test accuracy much later. Records the mechanism suite (probes, "
+            "geometry, NTK, HTSR, Li2, comparators, phase detector) on its sparser log grid."
         ),
         "seed": 0,
         "task": {
@@ -25,7 +39,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "seed": 0,
         },
         "model": {"class": "MLP", "width": 256, "depth": 1, "embed_dim": 128, "seed": 0},
-        "train": {"steps": 8000, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1.0},
+        "train": {
+            "steps": 6000,
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "weight_decay": 1.0,
+            "diagnostics": list(MECHANISM_SUITE),
+        },
     },
     "mnist-omnigrok": {
         "description": (

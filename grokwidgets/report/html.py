@@ -1,6 +1,8 @@
 """``grokwidgets report``: one self-contained HTML file of a run's panels and metrics.
 
-The report shows the widgets' panels (the same Vega-Lite specs as the live monitor,
+The report opens on the story of the run (:mod:`grokwidgets.views.story`): a timeline of its
+events in words, then the loss and accuracy panels with the phases shaded and the time to
+grok marked. Then it shows the widgets' panels (the same Vega-Lite specs as the live monitor,
 :mod:`grokwidgets.views.panels`, data inlined and downsampled alike) for the
 diagnostic families recorded, then a chart of every recorded metric no panel draws, so
 nothing recorded is missing. The Vega, Vega-Lite and vega-embed scripts come from
@@ -20,6 +22,8 @@ import xarray as xr
 from grokwidgets.diagnostics.phases import time_to_grok
 from grokwidgets.report.panels import metric_specs, panel_specs
 from grokwidgets.store.run_dir import open_run
+from grokwidgets.views.panels import PHASE_COLORS
+from grokwidgets.views.story import TimelineEvent, format_step, phase_spans, timeline
 from grokwidgets.views.stream import DEFAULT_BUDGET
 from grokwidgets.views.vega import vega_bundle
 
@@ -35,6 +39,15 @@ table.summary td { padding: 0.15em 1em 0.15em 0; vertical-align: top; }
 .grid { display: flex; flex-wrap: wrap; gap: 1.5em; margin-top: 1em; }
 .error { color: #b00020; white-space: pre-wrap; }
 details pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+.top { display: flex; flex-wrap: wrap; gap: 0 3em; align-items: flex-start; }
+#story { flex: 1 1 40em; max-width: 60em; }
+#run h2, #story h2 { margin-top: 0.8em; }
+ol.timeline { margin: 0.3em 0 0.6em; padding-left: 1.4em; }
+ol.timeline li { margin: 0.1em 0; }
+ol.timeline .step { font-variant-numeric: tabular-nums; font-weight: 600; }
+.phases { margin: 0.2em 0 0.6em; color: #444; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; margin: 0 0.3em -0.1em 0.8em;
+  opacity: 0.45; border: 1px solid #999; }
 """
 
 
@@ -85,10 +98,45 @@ def _summary_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     return rows
 
 
+def _timeline_html(events: list[TimelineEvent]) -> str:
+    if not events:
+        return (
+            '<p class="note">No events in the recorded data yet (no train fit, no time to '
+            "grok, no detector flag).</p>"
+        )
+    items = "".join(
+        f'<li data-step="{e.step}" data-kind="{html.escape(e.kind)}">'
+        f'<span class="step">step {format_step(e.step)}</span>: {html.escape(e.text)}</li>'
+        for e in events
+    )
+    return f'<ol class="timeline">{items}</ol>'
+
+
+def _phases_html(ds: xr.Dataset) -> str:
+    """A key to the phase bands drawn: each phase the run went through, where it starts."""
+    spans = phase_spans(ds)
+    if not len(spans["phase"]):
+        return ""
+    first: dict[str, float] = {}
+    for phase, start in zip(spans["phase"], spans["start"], strict=True):
+        first.setdefault(str(phase), float(start))
+    keys = "".join(
+        f'<span class="swatch" style="background:{PHASE_COLORS[p]}"></span>'
+        f"{html.escape(p)} (from step {format_step(int(at))})"
+        for p, at in first.items()
+    )
+    return f'<p class="phases">shaded phases (offline labels):{keys}</p>'
+
+
 def render_report(
     ds: xr.Dataset, title: str = "grokwidgets report", *, budget: int | None = None
 ) -> str:
-    """The report of ``ds`` as an HTML string (see :func:`report_specs`)."""
+    """The report of ``ds`` as an HTML string (see :func:`report_specs`).
+
+    It opens on the story of the run: the timeline of
+    :func:`grokwidgets.views.story.timeline` (each event at its step) and a key to the phase
+    bands of the loss and accuracy panels, which come first.
+    """
     specs = report_specs(ds, budget=budget)
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(ds)
@@ -109,6 +157,10 @@ def render_report(
         else:
             charts.append(f'<div id="chart{i}" class="chart"></div>')
     body = "<p>No records yet.</p>" if not specs else ""
+    story = ""
+    if specs:
+        story = _timeline_html(timeline(ds)) + _phases_html(ds)
+        story = f'<section id="story"><h2>story of the run</h2>{story}</section>'
     if panels:
         body += "<h2>panels</h2>" + "".join(panels)
     if charts:
@@ -120,8 +172,9 @@ def render_report(
 <script>{vega_bundle()}</script>
 </head><body>
 <h1>{html.escape(title)}</h1>
-<table class="summary">{rows}</table>
+<div class="top">{story}<section id="run"><table class="summary">{rows}</table>
 <details><summary>config and versions</summary><pre>{html.escape(config)}</pre></details>
+</section></div>
 {body}
 <script>
 const specs = {_script_json(specs)};

@@ -20,6 +20,7 @@ from grokwidgets._names import MODEL_LAYER
 from grokwidgets.views.charts import metric_chart, metric_frame
 from grokwidgets.views.frame import Table
 from grokwidgets.views.panels import Panel, inline_spec, panel_spec, panels_for
+from grokwidgets.views.story import story
 from grokwidgets.views.stream import DEFAULT_BUDGET, downsample_table
 from grokwidgets.views.tables import (
     STEP_STATE,
@@ -88,9 +89,14 @@ def drawn_metrics(ds: xr.Dataset, panels: list[Panel]) -> set[str]:
 
 
 def panel_tables(ds: xr.Dataset, budget: int = DEFAULT_BUDGET) -> dict[str, Table]:
-    """The panels' datasets: downsampled time series and the state at the last step."""
+    """The panels' datasets: downsampled time series, the state at the last step, the story.
+
+    The story (:func:`grokwidgets.views.story.story`: the phase bands ``phase_spans`` and the
+    time-to-grok mark ``grok_marks``) is read off every record, never the downsampled rows.
+    """
     tables = {name: downsample_table(t, budget) for name, t in series_tables(ds).items()}
     tables.update(current_tables(ds))
+    tables.update(story(ds).tables())
     return tables
 
 

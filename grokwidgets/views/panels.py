@@ -16,9 +16,21 @@ import altair as alt
 from grokwidgets.diagnostics.phases import PHASES
 from grokwidgets.views.charts import step_axis
 from grokwidgets.views.frame import Table
+from grokwidgets.views.story import SHADED_PHASES, STORY_DATASETS
 
 #: Width and height of one chart, in pixels.
 WIDTH, HEIGHT = 360, 200
+
+#: Fill of each phase band (:data:`~grokwidgets.views.story.SHADED_PHASES`).
+PHASE_COLORS: dict[str, str] = {
+    "memorization": "#f4a261",
+    "grokking": "#8e7cc3",
+    "generalized": "#2a9d8f",
+    "anti-grokking": "#e63946",
+}
+
+#: Datasets that annotate a panel (the step cursor, the story) rather than hold its rows.
+OVERLAYS: tuple[str, ...] = ("cursor", *STORY_DATASETS)
 
 
 def _data(name: str) -> alt.Data:
@@ -46,6 +58,49 @@ def _cursor(chart: Any, cursor: bool) -> Any:
     return alt.layer(chart, rule)
 
 
+def _story(chart: Any) -> alt.TopLevelMixin:
+    """``chart`` over the phase bands, with the time-to-grok rule and the labels of both.
+
+    The bands read ``phase_spans`` (columns phase, start, end), the rule ``grok_marks``
+    (step, text): the datasets of :mod:`grokwidgets.views.story`. Neither has a legend (an
+    empty one would break the static PNG); each band and the rule carry their name as text.
+    A band starting at step 0 is drawn from step 1, where the log-step axis starts.
+    """
+    x = alt.X("x0:Q", scale=alt.Scale(type="log", domainMin=1), title="step (log)")
+    spans = (
+        alt.Chart(_data("phase_spans"))
+        .transform_filter("datum.end >= 1")
+        .transform_calculate(x0="max(datum.start, 1)")
+    )
+    fill = alt.Fill(
+        "phase:N",
+        scale=alt.Scale(domain=list(SHADED_PHASES), range=[PHASE_COLORS[p] for p in SHADED_PHASES]),
+        legend=None,
+    )
+    bands = spans.mark_rect(opacity=0.2, clip=True).encode(
+        x=x,
+        x2="end:Q",
+        fill=fill,
+        tooltip=[
+            alt.Tooltip("phase:N"),
+            alt.Tooltip("start:Q", format=",d"),
+            alt.Tooltip("end:Q", format=",d"),
+        ],
+    )
+    # Rotated to read upwards: a name never spills over the next band's.
+    names = spans.mark_text(
+        angle=270, align="left", baseline="top", dy=2, y=HEIGHT - 3, fontSize=9, color="#555"
+    ).encode(x=x, text="phase:N")
+    marks = alt.Chart(_data("grok_marks"))
+    rule = marks.mark_rule(color="#333", strokeWidth=1.5).encode(
+        x="step:Q", tooltip=[alt.Tooltip("text:N", title="time to grok")]
+    )
+    text = marks.mark_text(
+        angle=270, align="right", baseline="bottom", dy=-2, y=3, fontSize=10, color="#333"
+    ).encode(x="step:Q", text="text:N")
+    return alt.layer(bands, names, chart, rule, text)
+
+
 def _log(title: str) -> alt.Y:
     return alt.Y("value:Q", scale=alt.Scale(type="log"), title=title)
 
@@ -56,13 +111,13 @@ def _lin(title: str, domain: list[float] | None = None) -> alt.Y:
 
 
 def loss_chart(cursor: bool = False) -> alt.TopLevelMixin:
-    """Train and test loss over steps, log–log."""
-    return _cursor(_series("loss", "loss", _log("loss")), cursor)
+    """Train and test loss over steps, log–log, over the run's phase bands and time to grok."""
+    return _cursor(_story(_series("loss", "loss", _log("loss"))), cursor)
 
 
 def accuracy_chart(cursor: bool = False) -> alt.TopLevelMixin:
-    """Train and test accuracy over steps."""
-    return _cursor(_series("accuracy", "accuracy", _lin("accuracy", [0, 1])), cursor)
+    """Train and test accuracy over steps, over the run's phase bands and time to grok."""
+    return _cursor(_story(_series("accuracy", "accuracy", _lin("accuracy", [0, 1]))), cursor)
 
 
 def representation_chart(cursor: bool = False) -> alt.TopLevelMixin:
@@ -233,8 +288,14 @@ class Panel:
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("loss", "loss", ("loss",), ("train_loss", "test_loss"), loss_chart),
-    Panel("accuracy", "accuracy", ("accuracy",), ("train_acc", "test_acc"), accuracy_chart),
+    Panel("loss", "loss", ("loss", *STORY_DATASETS), ("train_loss", "test_loss"), loss_chart),
+    Panel(
+        "accuracy",
+        "accuracy",
+        ("accuracy", *STORY_DATASETS),
+        ("train_acc", "test_acc"),
+        accuracy_chart,
+    ),
     Panel(
         "representation",
         "representation / readout",
@@ -303,7 +364,11 @@ def panels_for(names: Iterable[str]) -> list[Panel]:
 def panel_spec(panel: Panel, cursor: bool = False) -> dict[str, Any]:
     """Vega-Lite spec (dict) of ``panel``; its datasets are referenced by name, left empty."""
     spec: dict[str, Any] = panel.chart(cursor).to_dict()
-    spec["usermeta"] = {"panel": panel.id, "title": panel.title}
+    spec["usermeta"] = {
+        "panel": panel.id,
+        "title": panel.title,
+        "overlays": sorted(set(OVERLAYS) & dataset_names(spec)),
+    }
     return spec
 
 

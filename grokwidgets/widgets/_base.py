@@ -14,10 +14,12 @@ import anywidget
 import numpy as np
 import traitlets
 import vl_convert as vlc
+import xarray as xr
 
 from grokwidgets.views.frame import Table
 from grokwidgets.views.panels import dataset_names, inline_spec, panel_spec, panels_for
-from grokwidgets.views.stream import DEFAULT_BUDGET, Stream
+from grokwidgets.views.story import empty_story, story
+from grokwidgets.views.stream import DEFAULT_BUDGET, Stream, tables_equal
 from grokwidgets.views.tables import concat, empty_current
 from grokwidgets.views.vega import vega_bundle
 
@@ -31,6 +33,9 @@ class PanelWidget(anywidget.AnyWidget):
     # public state
     status = traitlets.Unicode("").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
+    #: The story's events (:func:`grokwidgets.views.story.timeline`), each a dict with
+    #: ``step``, ``kind``, ``text`` and ``label`` (``"step 4,571: test accuracy ≥ 95% ..."``).
+    timeline = traitlets.List(traitlets.Dict()).tag(sync=True)
     # private state
     _specs = traitlets.List(traitlets.Dict()).tag(sync=True)
     _snapshot = traitlets.Bytes(b"").tag(sync=True)
@@ -68,6 +73,21 @@ class PanelWidget(anywidget.AnyWidget):
             specs.append(spec)
         self._specs = specs
 
+    def _story(self, ds: xr.Dataset) -> dict[str, Table]:
+        """Tell the story of ``ds`` (every record the widget shows): set :attr:`timeline`.
+
+        Returns the story's datasets (phase bands, time-to-grok mark) to send: those that
+        differ from what the front end holds.
+        """
+        told = story(ds)
+        self.timeline = [e.to_dict() for e in told.timeline]
+        held = self._stream.current
+        return {
+            name: table
+            for name, table in told.tables().items()
+            if name not in held or not tables_equal(held[name], table)
+        }
+
     def _feed(self, series: dict[str, Table], current: dict[str, Table] | None = None) -> None:
         """Send new time-series rows (and replaced step state): a delta, or a new snapshot."""
         kind, frame = self._stream.extend(series, current)
@@ -91,7 +111,7 @@ class PanelWidget(anywidget.AnyWidget):
 
     def tables(self) -> dict[str, Table]:
         """Every dataset as the panels would draw it now (full history, not downsampled)."""
-        out: dict[str, Table] = dict(empty_current())
+        out: dict[str, Table] = {**empty_current(), **empty_story()}
         for name, chunks in self._stream.history.items():
             out[name] = concat(chunks)
         out.update(self._stream.current)
@@ -140,10 +160,15 @@ class PanelWidget(anywidget.AnyWidget):
         """A self-contained HTML page of the panels (Vega inlined from vl-convert, no CDN)."""
         specs = json.dumps(self.static_specs()).replace("</", "<\\/")
         note = html.escape(" — ".join(x for x in (self.status, self.message) if x))
+        items = "".join(
+            f'<li data-step="{e["step"]}">{html.escape(str(e["label"]))}</li>'
+            for e in self.timeline
+        )
+        timeline = f'<ol class="gw-timeline">{items}</ol>' if items else ""
         page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>grokwidgets</title>
 <script>{vega_bundle()}</script></head><body>
-<p>{note}</p><div id="gw"></div>
+<p>{note}</p>{timeline}<div id="gw"></div>
 <script>
 const specs = {specs};
 for (const spec of specs) {{
@@ -221,4 +246,5 @@ for (const spec of specs) {{
         if self.status or self.message:
             parts.append(" — ".join(x for x in (self.status, self.message) if x))
         parts.append(f"rows: {rows}")
+        parts += [str(e["label"]) for e in self.timeline]
         return "\n".join(parts)

@@ -31,6 +31,10 @@ def _names(ds: xr.Dataset) -> set[str]:
 class Explorer(PanelWidget):
     """Every panel of a run with a step scrubber (a range input: arrows, Home and End).
 
+    The loss and accuracy panels shade the run's phases and mark its time to grok, and
+    :attr:`timeline` lists its events in words (:mod:`grokwidgets.views.story`, over every
+    record of the run, whatever the step shown).
+
     Moving the scrubber sets :attr:`step`; the step-state panels (the ESD with its power-law
     fit, the kernel spectrum) then show that step, and the curves a cursor at it.
 
@@ -109,7 +113,7 @@ class Explorer(PanelWidget):
         if not self.steps:
             self.message = "this run has no records yet"
             return
-        self._feed(series_tables(ds))
+        self._feed(series_tables(ds), self._story(ds))
         self.step = self.steps[-1] if step is None else step
 
     @traitlets.validate("step")
@@ -299,5 +303,6 @@ class Explorer(PanelWidget):
             # Computed rows land between recorded steps: start the browser's copy afresh
             # (one snapshot) so every series stays in step order.
             self._stream.reset()
-            self._feed(series_tables(self.ds), current_tables(self.ds, self.step))
+            current = current_tables(self.ds, self.step)
+            self._feed(series_tables(self.ds), {**current, **self._story(self.ds)})
             self.computable = computable_at(self.ds, self.step, self.checkpoint_steps)

@@ -16,6 +16,8 @@ from grokwidgets.store import run_dir
 from grokwidgets.store.records import Record, records_dataset
 from grokwidgets.store.run_info import read_run_info
 from grokwidgets.store.zarr_store import declared_names, read_rows
+from grokwidgets.views.frame import Table
+from grokwidgets.views.story import merge_story_metrics
 from grokwidgets.views.stream import DEFAULT_BUDGET
 from grokwidgets.views.tables import STEP_STATE, current_tables, last_step_with, series_tables
 from grokwidgets.widgets._base import PanelWidget
@@ -27,6 +29,10 @@ _DONE = ("finished", "failed", "interrupted")
 
 class LiveMonitor(PanelWidget):
     """Loss/accuracy on a log-step axis and the representation, kernel and spectral panels.
+
+    The loss and accuracy panels shade the run's phases and mark its time to grok, and
+    :attr:`timeline` lists its events in words (:mod:`grokwidgets.views.story`), told again
+    from every record received so far as rows arrive.
 
     Updates while the run records: from a :class:`~grokwidgets.Monitor` in this kernel
     (``gw.train(..., live=True)`` or the user's own loop) through a listener, or from a run
@@ -75,6 +81,7 @@ class LiveMonitor(PanelWidget):
         self._dir: Path | None = None
         self._n = 0  # committed rows of the followed directory read so far
         self._last_row: xr.Dataset | None = None  # the newest of them, as read
+        self._told: xr.Dataset | None = None  # the story's metrics of every row received
         if isinstance(source, Monitor):
             self._attach(source)
         elif isinstance(source, xr.Dataset):
@@ -111,11 +118,15 @@ class LiveMonitor(PanelWidget):
         # Step state (ESD, kernel spectrum) is replaced only for the families these rows hold:
         # a batch of rows without a spectrum keeps the ESD shown.
         families = [v for v in STEP_STATE if last_step_with(ds, v) is not None]
-        current = None
+        current: dict[str, Table] = {}
         if families:
             tables = current_tables(ds)
             current = {k: tables[k] for v in families for k in STEP_STATE[v][1]}
-        self._feed(series_tables(ds), current)
+        # The story reads every record so far (the phases depend on the whole run), kept as
+        # a few numbers per record; its bands and mark are sent only when they change.
+        self._told = merge_story_metrics(self._told, ds)
+        current.update(self._story(self._told))
+        self._feed(series_tables(ds), current or None)
         last = f"last step {int(ds['step'].values[-1])}"
         self.message = f"{last} — {self._event_text}" if self._event_text else last
 
@@ -210,7 +221,7 @@ class LiveMonitor(PanelWidget):
         ds, n = read_rows(self._dir / run_dir.METRICS, start)
         if n < self._n:  # truncated (a run resumed from an earlier checkpoint): start over
             self._stream.reset()
-            self._n, self._last_row, start = 0, None, 0
+            self._n, self._last_row, self._told, start = 0, None, None, 0
             ds, n = read_rows(self._dir / run_dir.METRICS, 0)
             if not n:
                 self._resnapshot()

@@ -234,3 +234,29 @@ def test_embedding_padding_idx(f64):
     model = Bag()
     x = torch.tensor([[0, 1, 2], [0, 0, 3], [2, 2, 5], [4, 0, 1]])
     torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)
+
+
+def test_embedding_trace_kernel_with_repeated_and_unshared_tokens(f64):
+    """The per-token embedding path: repeats within a sample, cross batches, tokens one side."""
+    torch.manual_seed(1)
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(9, 4)
+            self.hidden = nn.Linear(8, 5)
+            self.out = nn.Linear(5, 3)
+
+        def forward(self, ids):
+            return self.out(torch.relu(self.hidden(self.embed(ids).flatten(1))))
+
+    model = Pair()
+    x = torch.tensor([[3, 3], [3, 5], [5, 5], [0, 1], [7, 3]])
+    x2 = torch.tensor([[5, 3], [8, 8], [1, 0]])  # token 8 only here, 7 only in x
+    per_layer = layer_ntks(model, x)
+    names = {"embed.weight"}
+    torch.testing.assert_close(per_layer["embed"], reference_ntk(model, x, "trace", names=names))
+    cross = layer_ntks(model, x, x2=x2)["embed"]
+    torch.testing.assert_close(cross, reference_ntk(model, x, "trace", x2=x2, names=names))
+    assert float(cross[3, 2]) != 0.0 and float(cross[1, 1]) == 0.0  # shared / no shared token
+    torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)

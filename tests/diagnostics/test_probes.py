@@ -12,7 +12,7 @@ import grokwidgets as gw
 import grokwidgets.diagnostics.geometry  # noqa: F401  (registers "geometry")
 from grokwidgets.diagnostics._features import RowSubsets, capture, representation_points
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.probes import DEFAULT_L2, linear_probe
+from grokwidgets.diagnostics.probes import DEFAULT_L2, RECORD_TOL, linear_probe
 
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
 sklearn_pre = pytest.importorskip("sklearn.preprocessing")
@@ -319,3 +319,26 @@ def test_resume_reproduces_probe_and_geometry_records(tmp_path, mod_task):
     cut = gw.open_run(tmp_path / "cut")["metrics"]
     xr.testing.assert_identical(full, cut)
     assert np.isfinite(full.sel(metric="cka_prev", layer="readout").values[1:]).all()
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="MNIST not in ../shared/data")
+def test_recorded_setting_float32_solver_stays_within_sklearn_on_real_digits():
+    """The diagnostic's solver (float32 iterations, RECORD_TOL) against scikit-learn."""
+    task = gw.tasks.mnist(n_train=1000, n_test=1000, path=str(SHARED_MNIST), download=False)
+    model = gw.models.MLP.for_task(task, width=200, depth=2, init_scale=8.0)
+    probe = Probe(model, task, 0, None, {})
+    train, test = capture(probe, "train"), capture(probe, "test")
+    x_tr, x_te = train.features["encoder.0"], test.features["encoder.0"]
+    assert x_tr.dtype == torch.float32
+    ours = linear_probe(
+        x_tr, train.targets, x_te, test.targets, tol=RECORD_TOL, solver_dtype=torch.float32
+    )
+    clf, z_te = sklearn_logistic(x_tr.double().numpy(), train.targets.numpy(), x_te.double())
+    assert ours.converged
+    assert abs(ours.test_acc - clf.score(z_te, test.targets.numpy())) <= 0.015
+    # The same fitted model up to the looser tolerance: a few rows' probabilities move by a
+    # few hundredths, the average by far less.
+    gap = np.abs(torch.softmax(ours.predict(x_te), dim=1).numpy() - clf.predict_proba(z_te))
+    assert gap.max() < 0.05 and gap.mean() < 1e-3
+    with pytest.raises(ValueError, match="solver_dtype"):
+        linear_probe(x_tr, train.targets, x_te, test.targets, solver_dtype=torch.float16)

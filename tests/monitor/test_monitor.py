@@ -69,6 +69,35 @@ def test_per_diagnostic_cadence(mod_task):
         gw.Monitor(model, mod_task, cadence={"ntk": 1})
 
 
+def test_mechanism_families_default_to_their_sparser_grid(mod_task):
+    from grokwidgets.diagnostics.registry import MECHANISM_CADENCE
+    from grokwidgets.monitor.cadence import cadence_from_json
+
+    model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
+    names = ["loss", "htsr", "comparative"]
+    sparse = cadence_from_json(dict(MECHANISM_CADENCE)).steps(1000)
+    dense = gw.Cadence.default().steps(1000)
+    assert len(sparse) < len(dense) / 2  # the point: far fewer records of the costly ones
+    mon = gw.Monitor(model, mod_task, diagnostics=names)
+    assert mon._cadences["loss"].steps(1000) == dense
+    assert mon._cadences["htsr"].steps(1000) == sparse
+    assert mon._cadences["comparative"].steps(1000) == sparse
+    for s in range(30):
+        mon.step(s)
+    ds = mon.dataset()
+    norm = ds["metrics"].sel(metric="log_spectral_norm", layer="readout").values
+    assert ds["step"].values[np.isfinite(norm)].tolist() == [s for s in sparse if s < 30]
+    loss = ds["metrics"].sel(metric="train_loss", layer="model").values
+    assert np.isfinite(loss).all() and len(loss) == 30
+    # one cadence for all, or a "default", overrides the families' own
+    one = gw.Monitor(model, mod_task, diagnostics=names, cadence=Every(7))
+    assert one._cadences["htsr"].steps(30) == [0, 7, 14, 21, 28]
+    mixed = gw.Monitor(model, mod_task, diagnostics=names, cadence={"default": 5, "loss": 1})
+    assert mixed._cadences["htsr"].steps(12) == [0, 5, 10]
+    named = gw.Monitor(model, mod_task, diagnostics=names, cadence={"loss": 2})
+    assert named._cadences["htsr"].steps(1000) == sparse
+
+
 def test_monitor_with_dir_writes_run_and_checkpoints(tmp_path, mod_task):
     model = gw.models.MLP.for_task(mod_task, width=8, depth=1, embed_dim=4)
     with gw.Monitor(model, mod_task, dir=tmp_path / "run", cadence=Every(2)) as mon:

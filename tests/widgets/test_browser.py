@@ -25,6 +25,7 @@ pytestmark = [
 ]
 
 TRAIN_STEPS, CADENCE = 1200, 20
+STORY_FIRST = 14_000  # the story cell's last step before its update
 SEEDS = (0, 1, 2)
 
 # The notebook's cells, by name: the page runs 'setup', then each test runs its own cells.
@@ -54,8 +55,11 @@ cmp = Compare(sweep)
 cmp""",
     "bad": "bad = LiveMonitor(dataset(range(0, 10), spectrum=False), min_interval=0)\nbad",
     "bad_frame": 'bad.send({"type": "frame"}, [b"garbage"])',
-    "bad_specs": """spec = dict(bad._specs[0])  # a panel whose dataflow throws on the rows it gets
-spec["transform"] = [{"calculate": "datum.value.foo.bar", "as": "boom"}]
+    "bad_specs": """import copy
+spec = copy.deepcopy(bad._specs[0])  # a panel whose dataflow throws on the rows it gets
+for unit in spec.get("layer", [spec]):  # the loss curves (under them: the phase bands)
+    if unit.get("data") == {"name": "loss"}:
+        unit["transform"] = [{"calculate": "datum.value.foo.bar", "as": "boom"}]
 spec["usermeta"] = {**spec["usermeta"], "panel": "boom", "title": "throws on its rows"}
 nonsense = {"usermeta": {"panel": "nonsense", "title": "not a mark", "datasets": ["loss"]},
             "data": {"name": "loss"}, "mark": "nonsense"}
@@ -77,6 +81,11 @@ broken = checkpoint_path(cex.run_dir, 20)
 broken.write_bytes(b"\\x00" * 8 + b"not a safetensors file")
 cex.step = 20
 print(broken)""",
+    # A run that memorizes, groks, generalizes (time to grok 12,000), then collapses at 15,000.
+    "story": f"""from tests.widgets._runs import story_dataset
+story_live = LiveMonitor(story_dataset("anti", range(0, {STORY_FIRST + 1}, 1000)), min_interval=0)
+story_live""",
+    "story_update": "story_live.push(story_dataset('anti', [15_000, 16_000]))",
 }
 INDEX = {name: i for i, name in enumerate(CELLS)}
 
@@ -468,3 +477,67 @@ def test_explorer_computes_htsr_at_a_checkpoint_and_tells_a_corrupt_one(page):
     assert "htsr" in after["computable"]  # nothing was cached at step 20
     assert page.gw_errors == before, page.gw_errors
     _shot(cell, "explorer_compute_error.png")
+
+
+# The phase bands (rect items with a phase) and the labels (text items) a panel draws.
+STORY_MARKS = """el => {
+  const bands = [], texts = [];
+  const walk = (item) => {
+    if (!item) return;
+    if (item.marktype === 'rect' || item.marktype === 'text') {
+      for (const d of item.items ?? []) {
+        const row = d.datum ?? {};
+        const story = 'phase' in row || ('step' in row && 'text' in row);  // a band, the mark
+        if (story && item.marktype === 'text') texts.push(d.text);
+        if (story && item.marktype === 'rect') {
+          bands.push({phase: row.phase, fill: d.fill, width: d.width});
+        }
+      }
+      return;
+    }
+    for (const child of item.items ?? []) walk(child);
+  };
+  walk(el.gwView.scenegraph().root);
+  return {bands, texts};
+}"""
+
+
+def test_live_monitor_shows_the_story_timeline_and_phase_bands(page):
+    """The timeline lists the story's events; the loss and accuracy panels shade the phases
+    and mark the time to grok; a push of new records retells both."""
+    from grokwidgets.views.panels import PHASE_COLORS
+    from grokwidgets.views.story import timeline
+    from tests.widgets._runs import story_dataset
+
+    before = list(page.gw_errors)
+    _run_cell(page, "story")
+    cell = _cell(page, "story")
+    first = story_dataset("anti", range(0, STORY_FIRST + 1, 1000))
+    want = [e.label for e in timeline(first)]
+    assert len(want) == 5 and want[-1].startswith("step 12,000: test accuracy ≥ 95%")
+    items = cell.locator(".gw-timeline li")
+    cell.locator(f".gw-timeline li:nth-child({len(want)})").wait_for(timeout=60_000)
+    assert items.all_inner_texts() == want
+    phases = ["memorization", "grokking", "generalized"]
+    for panel in ("loss", "accuracy"):
+        cell.locator(f".gw-panel[data-panel={panel}][data-bands='3']").wait_for(timeout=30_000)
+        assert _attr(cell, panel, "rows") == 2 * 14  # the curves' rows, not the overlays'
+        drawn = cell.locator(f".gw-panel[data-panel={panel}]").evaluate(STORY_MARKS)
+        assert [(b["phase"], b["fill"]) for b in drawn["bands"]] == [
+            (p, PHASE_COLORS[p]) for p in phases
+        ]
+        assert all(b["width"] > 0 for b in drawn["bands"])
+        assert sorted(drawn["texts"]) == sorted([*phases, "time to grok: step 12,000"])
+    _shot(cell, "story.png")
+
+    _run_cell(page, "story_update")  # the test accuracy collapses at 15,000
+    cell.locator(f".gw-timeline li:nth-child({len(want) + 1})").wait_for(timeout=30_000)
+    whole = story_dataset("anti", [*range(0, STORY_FIRST + 1, 1000), 15_000, 16_000])
+    assert items.all_inner_texts() == [e.label for e in timeline(whole)]
+    assert items.last.inner_text().startswith("step 15,000: test accuracy collapsed")
+    loss = cell.locator(".gw-panel[data-panel=loss][data-bands='4']")
+    loss.wait_for(timeout=30_000)
+    assert loss.evaluate(STORY_MARKS)["bands"][-1]["phase"] == "anti-grokking"
+    assert cell.locator(".gw-error").count() == 0
+    assert page.gw_errors == before, page.gw_errors
+    _shot(cell, "story_update.png")

@@ -78,7 +78,7 @@ from grokwidgets.diagnostics.compress.pruning import (
     pruning_curve,
 )
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.registry import MetricInfo, register
+from grokwidgets.diagnostics.registry import MECHANISM_CADENCE, MetricInfo, register
 
 __all__ = [
     "METHODS",
@@ -333,7 +333,13 @@ def register_compress(
         """Fisher, magnitude and low-rank pruning curves and compression factors."""
         return _record(probe, opt)
 
-    register(name, metrics=compress_metrics(), arrays=compress_arrays(), replace=replace)(compress)
+    register(
+        name,
+        metrics=compress_metrics(),
+        arrays=compress_arrays(),
+        cadence=MECHANISM_CADENCE,
+        replace=replace,
+    )(compress)
 
 
 register_compress("compress")

@@ -74,7 +74,7 @@ from grokwidgets.diagnostics.htsr.fits import (
     mp_fit,
 )
 from grokwidgets.diagnostics.probe import Probe, weight_layers
-from grokwidgets.diagnostics.registry import MetricInfo, register
+from grokwidgets.diagnostics.registry import MECHANISM_CADENCE, MetricInfo, register
 
 MIN_EVALS = 8  # WeightWatcher's min_evals: smaller layers are not analyzed
 MAX_EVALS = 15000  # WeightWatcher's max_evals
@@ -447,4 +447,6 @@ def _record_htsr(probe: Probe) -> dict[str, Any]:
     return out
 
 
-register("htsr", metrics=METRICS, arrays={"spectrum": "eig"})(_record_htsr)
+register("htsr", metrics=METRICS, arrays={"spectrum": "eig"}, cadence=MECHANISM_CADENCE)(
+    _record_htsr
+)

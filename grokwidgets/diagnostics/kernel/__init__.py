@@ -100,7 +100,7 @@ from grokwidgets.diagnostics.kernel.stats import (
     linearized_outputs,
 )
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.registry import MetricInfo, register
+from grokwidgets.diagnostics.registry import MECHANISM_CADENCE, MetricInfo, register
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import accuracy
 
@@ -521,6 +521,7 @@ def register_ntk(
         metrics=ntk_metrics(opt),
         arrays={"kernel_spectrum": "kernel_eig"},
         setup=setup,
+        cadence=MECHANISM_CADENCE,
         replace=replace,
     )(ntk)
 

@@ -338,12 +338,18 @@ def _pair_kernel(fa: _Factor, fb: _Factor, blocks: Blocks) -> Tensor:
     assert isinstance(fb, _SeqFactor)
     o, n1, t1, d = fa.g.shape
     n2, t2 = fb.g.shape[1], fb.g.shape[2]
-    gram = _input_gram(fa, fb, fa.g.dtype)
     if blocks == "trace":
+        if fa.embedding and fa.a is not None and fb.a is not None:
+            return _embedding_trace(fa, fb)
+        gram = _input_gram(fa, fb, fa.g.dtype)
+        shared = _shared_gradient(fa.g, fb.g)
+        if shared is not None:
+            return (gram * shared.reshape(t1, t2)).sum(dim=(1, 3))
         ga = fa.g.permute(1, 2, 0, 3).reshape(n1 * t1, o * d)
-        gb = fb.g.permute(1, 2, 0, 3).reshape(n2 * t2, o * d)
+        gb = ga if fb is fa else fb.g.permute(1, 2, 0, 3).reshape(n2 * t2, o * d)
         gg = (ga @ gb.T).reshape(n1, t1, n2, t2)
         return (gram * gg).sum(dim=(1, 3))
+    gram = _input_gram(fa, fb, fa.g.dtype)
     k = torch.zeros((o, n1, o, n2), dtype=fa.g.dtype, device=fa.g.device)
     for t in range(t1):
         ga = fa.g[:, :, t].reshape(o * n1, d)
@@ -352,6 +358,82 @@ def _pair_kernel(fa: _Factor, fb: _Factor, blocks: Blocks) -> Tensor:
             gg = (ga @ gb.T).reshape(o, n1, o, n2)
             k += gram[:, t, :, u][None, :, None, :] * gg
     return k.permute(1, 3, 0, 2)
+
+
+def _shared_gradient(ga: Tensor, gb: Tensor) -> Tensor | None:
+    """``(T1, T2)`` gradient Grams when no gradient depends on the sample, else ``None``.
+
+    A readout :math:`f = W h + b` has :math:`g_{n,t,o} = e_o` for every sample, so the
+    gradient Gram is one number per pair of positions and the ``N·O·d`` products are not
+    needed (exact: checked by equality, not assumed).
+    """
+    if ga.shape[1] < 2 and gb.shape[1] < 2:
+        return None
+    first_a, first_b = ga[:, :1], gb[:, :1]
+    # Two samples first: a sample-dependent gradient is usually told apart there, cheaply.
+    if ga.shape[1] > 1 and not torch.equal(ga[:, 1:2], first_a):
+        return None
+    if not (torch.equal(ga, first_a.expand_as(ga)) and torch.equal(gb, first_b.expand_as(gb))):
+        return None
+    o, _, t1, d = ga.shape
+    va = first_a[:, 0].permute(1, 0, 2).reshape(t1, o * d)
+    vb = first_b[:, 0].permute(1, 0, 2).reshape(gb.shape[2], o * d)
+    return va @ vb.T
+
+
+def _token_rows(f: _SeqFactor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The embedding Jacobian's nonzero rows: (sample, token id, summed gradient) per pair.
+
+    Row ``(n, v)`` is :math:`\sum_{t: \mathrm{id}_{n,t} = v} g_{n,t}` flattened over outputs
+    and dimensions; positions holding ``padding_idx`` carry no gradient to the weights.
+    """
+    assert f.a is not None
+    o, n, t, d = f.g.shape
+    ids = f.a.reshape(n, t).long()
+    g = f.g.permute(1, 2, 0, 3).reshape(n * t, o * d)
+    sample = torch.arange(n, device=ids.device).repeat_interleave(t)
+    token = ids.reshape(-1)
+    keep = token != f.padding_idx if f.padding_idx is not None else None
+    if keep is not None:
+        sample, token, g = sample[keep], token[keep], g[keep]
+    # Merge repeats of a token within a sample: one row per (sample, token).
+    key = sample * (int(token.max()) + 1 if token.numel() else 1) + token
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    if uniq.numel() < key.numel():
+        rows = g.new_zeros((uniq.numel(), g.shape[1])).index_add_(0, inverse, g)
+        first = torch.zeros(uniq.numel(), dtype=torch.long, device=key.device)
+        first.scatter_(0, inverse, torch.arange(key.numel(), device=key.device))
+        sample, token, g = sample[first], token[first], rows
+    return sample, token, g
+
+
+def _embedding_trace(fa: _SeqFactor, fb: _SeqFactor) -> Tensor:
+    r"""Trace NTK of an embedding: only sample pairs sharing a token contribute (exact).
+
+    :math:`K_{nm} = \sum_v \langle J_{n,v}, J_{m,v}\rangle` with :math:`J_{n,v}` the
+    summed gradients of sample ``n`` at the positions holding token ``v``: one small Gram per
+    token instead of the dense ``(N·T)² · O·d`` product (``V`` times less work for ``V``
+    tokens spread evenly).
+    """
+    n1, n2 = fa.g.shape[1], fb.g.shape[1]
+    sa, ta, ga = _token_rows(fa)
+    sb, tb, gb = (sa, ta, ga) if fb is fa else _token_rows(fb)
+    k = ga.new_zeros((n1, n2))
+    order_a, order_b = torch.argsort(ta, stable=True), torch.argsort(tb, stable=True)
+    ta_s, tb_s = ta[order_a], tb[order_b]
+    tokens = torch.unique(ta_s)
+    lo_a = torch.searchsorted(ta_s, tokens)
+    hi_a = torch.searchsorted(ta_s, tokens, right=True)
+    lo_b = torch.searchsorted(tb_s, tokens)
+    hi_b = torch.searchsorted(tb_s, tokens, right=True)
+    for i in range(len(tokens)):
+        ia = order_a[int(lo_a[i]) : int(hi_a[i])]
+        ib = order_b[int(lo_b[i]) : int(hi_b[i])]
+        if ib.numel() == 0:
+            continue
+        block = ga[ia] @ gb[ib].T
+        k.index_put_((sa[ia][:, None], sb[ib][None, :]), block, accumulate=True)
+    return k
 
 
 def layer_ntks(

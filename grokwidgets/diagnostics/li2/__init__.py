@@ -96,7 +96,13 @@ from grokwidgets.diagnostics.li2.hidden import (
 from grokwidgets.diagnostics.li2.stage import STAGES, stage_code, stage_codes, stage_label
 from grokwidgets.diagnostics.li2.structure import Net, input_weights, structure
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.registry import DiagnosticFn, MetricInfo, SetupFn, register
+from grokwidgets.diagnostics.registry import (
+    MECHANISM_CADENCE,
+    DiagnosticFn,
+    MetricInfo,
+    SetupFn,
+    register,
+)
 from grokwidgets.tasks.base import Task
 
 __all__ = [
@@ -415,6 +421,7 @@ def register_li2(
             "fourier_frequency": "fourier_node",
         },
         setup=_setup_fn(name, opts),
+        cadence=MECHANISM_CADENCE,
         replace=replace,
     )(_li2_fn(name, opts))
 

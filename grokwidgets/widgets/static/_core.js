@@ -14,6 +14,8 @@ const STYLE = `
 .gw-note { color: #777; font-style: italic; }
 .gw-scrub { display: flex; gap: 8px; align-items: center; margin: 4px 0 8px; }
 .gw-scrub input { width: 420px; }
+.gw-timeline { margin: 2px 0 8px; padding-left: 1.6em; color: #333; }
+.gw-timeline li { margin: 1px 0; }
 `;
 
 // An error shown in the cell, readable: what failed and why first; the stack on demand.
@@ -226,7 +228,10 @@ class Panels {
       const box = document.createElement("div");
       wrap.append(h, note, box);
       this.el.appendChild(wrap);
-      const v = { id: meta.panel, spec, datasets: meta.datasets || [], note, wrap, box, relaidFor: null };
+      // Overlays (the step cursor, the phase bands, the time-to-grok mark) annotate the
+      // panel: they are not its rows.
+      const overlays = new Set(meta.overlays || ["cursor"]);
+      const v = { id: meta.panel, spec, datasets: meta.datasets || [], overlays, note, wrap, box, relaidFor: null };
       try {
         await this.embed(v, spec);
         this.views.push(v);
@@ -259,7 +264,7 @@ class Panels {
   async relayout(v) {
     const groups = (v.view.scenegraph().root.items?.[0]?.items ?? []).filter((m) => m.marktype === "group");
     const broken = groups.some((m) => (m.items ?? []).some((g) => !Number.isFinite(g.x)));
-    const names = v.datasets.filter((n) => n !== "cursor");
+    const names = v.datasets.filter((n) => !v.overlays.has(n));
     const empty = new Set(names.filter((n) => !v.view.data(n).length));
     const key = [...empty].sort().join(",");
     // Re-embed when broken, or when a dataset whose legend was dropped now has rows (its
@@ -314,9 +319,10 @@ class Panels {
   annotate(v) {
     let rows = 0;
     for (const name of v.datasets) {
-      if (name !== "cursor") rows += v.view.data(name).length;
+      if (!v.overlays.has(name)) rows += v.view.data(name).length;
     }
     v.wrap.dataset.rows = String(rows);
+    if (v.datasets.includes("phase_spans")) v.wrap.dataset.bands = String(v.view.data("phase_spans").length);
     v.wrap.dataset.items = String(countItems(v.view.scenegraph().root));
     v.note.textContent = rows ? "" : "no records yet";
   }
@@ -358,6 +364,29 @@ function statusBar(model, el) {
   };
 }
 
+// The run's events in words (the `timeline` trait: the story the kernel derived from the
+// records, each with its `label`), as a short list above the panels; hidden when empty.
+function timelineList(model, el) {
+  const list = document.createElement("ol");
+  list.className = "gw-timeline";
+  list.setAttribute("aria-label", "timeline of the run");
+  const update = () => {
+    const events = model.get("timeline") || [];
+    list.replaceChildren(...events.map((e) => {
+      const li = document.createElement("li");
+      li.dataset.step = String(e.step);
+      li.dataset.kind = e.kind;
+      li.textContent = e.label;
+      return li;
+    }));
+    list.hidden = !events.length;
+  };
+  model.on("change:timeline", update);
+  update();
+  el.appendChild(list);
+  return () => model.off("change:timeline", update);
+}
+
 // Render the panels of `model` into `el`; `extra(root, panels)` adds widget controls and
 // returns its own cleanup. Returns the view's cleanup. Errors (a panel Vega cannot draw, a
 // frame that cannot be read) show in the cell, never a blank output.
@@ -372,6 +401,7 @@ async function renderPanels({ model, el }, extra) {
   let panels = null;
   try {
     cleanups.push(statusBar(model, root));
+    cleanups.push(timelineList(model, root));
     const errors = document.createElement("div");
     const controls = document.createElement("div");
     const host = document.createElement("div");
