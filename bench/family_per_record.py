@@ -13,7 +13,7 @@ Variants: ``--n-train 1000`` (the paper's 1,000 train images, so a 1,000-row tra
 and ``--n-train 4096`` (a full 2,048-row train probe set). Test probe rows: 2,048 of 10,000.
 
 Usage: ``python bench/probes_speed.py [--n-train 1000] [--records 8] [--every 100]
-[--threads 2] [--tol 1e-6]``; prints one JSON line.
+[--threads 2] [--tol 3e-5]``; prints one JSON line.
 """
 
 import argparse
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import grokwidgets as gw
 from grokwidgets.diagnostics._features import capture
 from grokwidgets.diagnostics.probe import Probe
-from grokwidgets.diagnostics.probes import DEFAULT_TOL, register_probes
+from grokwidgets.diagnostics.probes import RECORD_TOL, register_probes
 from grokwidgets.diagnostics.registry import resolve
 
 SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist.npz"
@@ -40,7 +40,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=8)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument("--tol", type=float, default=DEFAULT_TOL, help="L-BFGS gradient tolerance")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=RECORD_TOL,
+        help="L-BFGS gradient tolerance (default: the diagnostic's)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,7 +53,7 @@ def main() -> None:
     model = gw.models.MLP.for_task(task, width=200, depth=2, init_scale=8.0, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     name = "probes"
-    if args.tol != DEFAULT_TOL:
+    if args.tol != RECORD_TOL:
         name = "probes_bench"
         register_probes(name, tol=args.tol)
     probes_diag, geometry_diag, ntk_diag = resolve([name, "geometry", "ntk"])
