@@ -11,8 +11,12 @@ cold, the median is over the later ones. Target: each family under 0.5 s per rec
 Issue 14's suite: ``--families htsr probes geometry ntk li2 comparative phase_detector``
 (target: all together ≤ 0.15 s median per record; the last row sums the medians).
 
+``--probe-rows N`` and ``--ntk-batch M`` time the probes on ``N`` rows per split and the NTK
+on ``M`` samples instead of the defaults (2,048 and 256): what smaller sizes would cost.
+
 Usage: ``python bench/mechanism_per_record.py [--records 8] [--every 50] [--threads 0]
-[--families li2 compress infogeo comparative]``; prints a markdown table and one JSON line.
+[--families li2 compress infogeo comparative] [--probe-rows N] [--ntk-batch M]``; prints a
+markdown table and one JSON line.
 """
 
 import argparse
@@ -23,7 +27,10 @@ import time
 import torch
 
 import grokwidgets as gw
+from grokwidgets.diagnostics._features import RowSubsets
+from grokwidgets.diagnostics.kernel import NTKOptions, register_ntk
 from grokwidgets.diagnostics.probe import Probe
+from grokwidgets.diagnostics.probes import register_probes
 from grokwidgets.diagnostics.registry import resolve
 from grokwidgets.presets import get_preset
 from grokwidgets.tasks.losses import make_loss
@@ -37,7 +44,23 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
+    ap.add_argument(
+        "--probe-rows", type=int, default=0, help="probes on this many rows per split (0: default)"
+    )
+    ap.add_argument(
+        "--ntk-batch", type=int, default=0, help="NTK probe batch size (0: the default 256)"
+    )
     args = ap.parse_args()
+    # Size variants (a measurement of what smaller sizes would cost, not the defaults).
+    families = list(args.families)
+    if args.probe_rows and "probes" in families:
+        rows = RowSubsets(n_train=args.probe_rows, n_test=args.probe_rows)
+        register_probes("probes_rows", sets=rows, replace=True)
+        families[families.index("probes")] = "probes_rows"
+    if args.ntk_batch and "ntk" in families:
+        register_ntk("ntk_batch", NTKOptions(n_probe=args.ntk_batch), replace=True)
+        families[families.index("ntk")] = "ntk_batch"
+    args.families = families
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset("modular-addition")
