@@ -5,7 +5,7 @@ into one labelled ``xarray.Dataset`` (step × layer × metric) stored as zarr, w
 safetensors checkpoints beside it.
 """
 
-from grokwidgets import diagnostics, models, tasks, widgets  # noqa: E402
+from grokwidgets import diagnostics, models, notebook, tasks, widgets  # noqa: E402
 from grokwidgets._version import __version__
 from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_run",
     "diagnostics",
     "models",
+    "notebook",
     "open_run",
     "tasks",
     "train",

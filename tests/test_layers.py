@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "_names": set(),
     "_version": set(),
     "presets": set(),
+    "notebook": set(),
     "tasks": set(),
     "models": {"tasks"},
     "diagnostics": {"tasks", "models"},

@@ -1,0 +1,62 @@
+"""The notebooks' shared switch, scratch directory and claim records."""
+
+import json
+
+import pytest
+
+import grokwidgets as gw
+from grokwidgets.notebook import CLAIMS_ENV, SCRATCH_ENV, SMOKE_ENV, claim, scale, scratch, smoke
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", False), ("0", False), ("no", False), ("1", True), ("True", True)]
+)
+def test_smoke_switch_reads_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv(SMOKE_ENV, value)
+    assert smoke() is expected
+    assert scale(full=6000, smoke=60) == (60 if expected else 6000)
+
+
+def test_unreadable_switch_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(SMOKE_ENV, "maybe")
+    with pytest.raises(ValueError, match=SMOKE_ENV):
+        scale(full=1, smoke=2)
+
+
+def test_scratch_is_outside_the_repo_separate_per_mode_and_cleaned(monkeypatch, tmp_path):
+    monkeypatch.setenv(SCRATCH_ENV, str(tmp_path))
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    first = scratch("nb")
+    (first / "old").write_text("x")
+    assert first == tmp_path / "smoke" / "nb"
+    assert not (scratch("nb") / "old").exists()  # cleaned
+    (first / "kept").write_text("x")
+    assert (scratch("nb", clean=False) / "kept").exists()
+    monkeypatch.setenv(SMOKE_ENV, "0")
+    assert scratch("nb") == tmp_path / "full" / "nb"
+    monkeypatch.delenv(SCRATCH_ENV)
+    assert ".cache" in str(scratch("nb"))
+    for bad in ("", "a/b", ".."):
+        with pytest.raises(ValueError, match="one folder name"):
+            scratch(bad)
+
+
+def test_claims_are_recorded_and_returned_for_the_assert(monkeypatch, tmp_path, capsys):
+    where = tmp_path / "claims.jsonl"
+    monkeypatch.setenv(CLAIMS_ENV, str(where))
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    assert claim("groks", passed=True, ours="41 → 4,571", paper="10²×", notebook="00")
+    assert not claim("collapses", passed=False, ours="no collapse", notebook="00")
+    lines = [json.loads(x) for x in where.read_text().splitlines()]
+    assert [x["passed"] for x in lines] == [True, False]
+    assert lines[0] == {
+        "notebook": "00",
+        "claim": "groks",
+        "ours": "41 → 4,571",
+        "paper": "10²×",
+        "passed": True,
+        "smoke": True,
+    }
+    assert lines[1]["paper"] is None
+    assert "[FAIL] collapses" in capsys.readouterr().out
+    assert gw.notebook.scale is scale
