@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: demo test lab bench lint clean browser
+.PHONY: demo test lab bench lint clean browser notebooks
 
 $(VENV)/.core: $(DEPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ $(VENV)/.notebooks: $(VENV)/.core
 demo: $(VENV)/.core
 	$(VENV)/bin/grokwidgets run modular-addition --dir runs/demo --overwrite
 
-## test: the whole test suite (pytest exit 5, no tests collected, is a failure)
+## test: the whole test suite (pytest exit 5, no tests collected, is a failure), then every
+## notebook under nbval in smoke mode
 test: $(VENV)/.test browser
 	$(PY) -m pytest
+	GROKWIDGETS_SMOKE=1 $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+
+## notebooks: re-execute every notebook in full mode in place; refresh notebooks/README.md
+notebooks: $(VENV)/.notebooks
+	$(PY) notebooks/run.py
 
 # Real-browser tests use Debian's chromium; install it where we can (root on Debian),
 # otherwise those tests skip and say how to enable them.
@@ -53,8 +59,8 @@ bench: $(VENV)/.test
 
 ## lint: ruff and mypy
 lint: $(VENV)/.lint
-	$(VENV)/bin/ruff check grokwidgets tests bench
-	$(VENV)/bin/ruff format --check grokwidgets tests bench
+	$(VENV)/bin/ruff check grokwidgets tests bench notebooks
+	$(VENV)/bin/ruff format --check grokwidgets tests bench notebooks
 	$(VENV)/bin/mypy
 
 clean:
