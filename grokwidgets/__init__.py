@@ -5,7 +5,7 @@ into one labelled ``xarray.Dataset`` (step × layer × metric) stored as zarr, w
 safetensors checkpoints beside it.
 """
 
-from grokwidgets import diagnostics, models, notebook, tasks, widgets  # noqa: E402
+from grokwidgets import diagnostics, models, notebook, sweeps, tasks, widgets  # noqa: E402
 from grokwidgets._version import __version__
 from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
 
@@ -14,6 +14,7 @@ from grokwidgets.monitor import Cadence, Monitor  # noqa: E402
 from grokwidgets.monitor import watcher as _watcher  # noqa: E402
 from grokwidgets.replay import compute_at as _compute_at  # noqa: E402
 from grokwidgets.store import check_run, open_run  # noqa: E402
+from grokwidgets.sweeps import open_sweep, sweep  # noqa: E402
 from grokwidgets.train import Run, train  # noqa: E402
 
 diagnostics.compute_at = _compute_at  # type: ignore[attr-defined]
@@ -30,6 +31,9 @@ __all__ = [
     "models",
     "notebook",
     "open_run",
+    "open_sweep",
+    "sweep",
+    "sweeps",
     "tasks",
     "train",
     "widgets",

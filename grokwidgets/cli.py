@@ -1,4 +1,4 @@
-"""Command line: ``grokwidgets run | resume | report | check | presets``."""
+"""Command line: ``grokwidgets run | resume | sweep | report | check | presets``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from grokwidgets.store.checkpoints import CheckpointError
 from grokwidgets.store.zarr_store import StoreError
+from grokwidgets.sweeps.runner import SweepError
 
 _USER_ERRORS = (
     ValueError,
@@ -18,6 +19,7 @@ _USER_ERRORS = (
     FileNotFoundError,
     CheckpointError,
     StoreError,
+    SweepError,
 )
 
 
@@ -44,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("dir")
     res.add_argument("--no-report", action="store_true")
     res.add_argument("--no-progress", action="store_true")
+
+    swp = sub.add_parser(
+        "sweep",
+        help="run a grid of runs on dask (a LocalCluster, or --scheduler) from a TOML file",
+        description="Run the sweep a TOML file describes: `preset = NAME` or `config = FILE`, "
+        '`dir = DIR`, `seeds = [0, 1]`, a [grid] table (`"train.weight_decay" = [0.1, 1.0]`) '
+        'and an [overrides] table (`"train.steps" = 2000`). Run it again to complete what is '
+        "missing: finished points are skipped, interrupted ones resume.",
+    )
+    swp.add_argument("config", help="the sweep's TOML file")
+    swp.add_argument("--dir", help="sweep directory (default: `dir` in the TOML file)")
+    swp.add_argument(
+        "--scheduler",
+        help="a dask scheduler's address, e.g. tcp://host:8786 (default: a LocalCluster here)",
+    )
+    swp.add_argument("--workers", type=int, help="LocalCluster workers (default: one per CPU)")
+    swp.add_argument("--extend", action="store_true", help="add points to an existing sweep")
+    swp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
     rep.add_argument("dir")
@@ -120,6 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.png:
                 print(write_png(open_run(args.dir), args.png, budget=args.budget))
             return 0
+        if args.command == "sweep":
+            from grokwidgets.sweeps.runner import sweep_from_toml
+
+            result = sweep_from_toml(
+                args.config,
+                dir=args.dir,
+                scheduler=args.scheduler,
+                n_workers=args.workers,
+                extend=args.extend,
+                progress=not args.no_progress,
+            )
+            print(result)
+            return 0 if result.ok else 1
         from grokwidgets.replay.restore import resume_run
         from grokwidgets.train.config import apply_overrides, load_config, run_config
 

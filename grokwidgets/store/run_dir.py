@@ -20,7 +20,7 @@ from grokwidgets.store.run_info import (
     update_run_info,
     write_run_info,
 )
-from grokwidgets.store.zarr_store import COMMIT_FILE, read_store
+from grokwidgets.store.zarr_store import COMMIT_FILE, read_store, read_store_lazy
 
 METRICS = "metrics.zarr"
 COMPUTED_DIR = "computed"  # diagnostics computed later from checkpoints (store/computed.py)
@@ -102,7 +102,7 @@ def update_run_json(path: str | os.PathLike[str], **fields: Any) -> None:
     update_run_info(path, **fields)
 
 
-def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
+def open_run(path: str | os.PathLike[str], *, lazy: bool = False) -> xr.Dataset:
     """Open a run directory as an ``xarray.Dataset`` (step × layer × metric).
 
     Safe while another process is still writing the run: the Dataset holds the records
@@ -113,6 +113,10 @@ def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
     ----------
     path : path-like
         The run directory (the one holding ``run.json``).
+    lazy : bool
+        Back the variables with dask (one chunk each) and read their rows only when
+        computed; only the commit and the steps are read now (what ``open_sweep`` does for
+        each run of a sweep).
 
     Returns
     -------
@@ -140,6 +144,8 @@ def open_run(path: str | os.PathLike[str]) -> xr.Dataset:
         empty = np.zeros((0, 1, 0))
         return to_dataset(np.zeros(0, np.int64), empty, {}, Index(), attrs)
     try:
+        if lazy:
+            return read_store_lazy(p / METRICS, attrs)
         return read_store(p / METRICS, attrs)
     except RunDamagedError:
         raise  # it names the run, the file and the remedy

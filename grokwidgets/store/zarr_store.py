@@ -496,3 +496,56 @@ def declared_names(path: str | os.PathLike[str]) -> set[str]:
         return set()
     commit = read_commit(path)
     return set(commit.get("metric_info", {})) | set(commit["metrics"]) | set(commit["arrays"])
+
+
+def read_store_lazy(
+    path: str | os.PathLike[str], attrs: dict[str, Any] | None = None
+) -> xr.Dataset:
+    """The committed records of a ``metrics.zarr`` store, as a Dataset backed by dask.
+
+    Reads only the commit and the steps now; each variable is one dask chunk that reads its
+    committed rows when computed. If the run was truncated (resumed from an earlier
+    checkpoint, repaired) in between, computing raises a :class:`StoreError` instead of
+    returning rows that no longer belong together: open it again.
+    """
+    import dask
+    import dask.array as da
+
+    store = Path(path)
+    commit = read_commit(store)
+    n = int(commit["n"])
+    if n == 0:
+        return _read_rows(store, commit, 0, attrs)
+    index = Index.from_json(commit)
+    epoch = int(commit.get("epoch", 0))
+    try:
+        group = zarr.open_group(str(store), mode="r")
+    except Exception as err:  # noqa: BLE001 (a damaged zarr.json; named)
+        raise _damaged(store, store / "zarr.json", err) from err
+    steps = _read_array(store, group, "step", (slice(0, n),))
+    keep = np.ones(n, dtype=bool)
+    keep[:-1] = steps[1:] != steps[:-1]  # a late record wrote its step again: the last row wins
+
+    def load(name: str, columns: tuple[int, int]) -> np.ndarray:
+        g = zarr.open_group(str(store), mode="r")
+        values = _read_array(
+            store, g, name, (slice(0, n), slice(0, columns[0]), slice(0, columns[1]))
+        )
+        if int(read_commit(store).get("epoch", 0)) != epoch:
+            msg = f"{store} was truncated since it was opened lazily; open it again."
+            raise StoreError(msg)
+        return np.asarray(values[keep])
+
+    def lazy(name: str, columns: tuple[int, int]) -> Any:
+        dtype = _arr(group, name).dtype
+        shape = (int(keep.sum()), *columns)
+        return da.from_delayed(dask.delayed(load, pure=True)(name, columns), shape, dtype=dtype)
+
+    n_layers = len(index.layers)
+    metrics = (
+        lazy("metrics", (n_layers, len(index.metrics)))
+        if index.metrics
+        else (np.zeros((int(keep.sum()), n_layers, 0)))
+    )
+    arrays = {var: lazy(var, (n_layers, int(s["size"]))) for var, s in index.arrays.items()}
+    return to_dataset(steps[keep], metrics, arrays, index, attrs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import tomllib
@@ -97,8 +98,9 @@ def run_config(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    extra_config: dict[str, Any] | None = None,
 ) -> Run:
-    """Start the run ``config`` describes in ``dir``."""
+    """Start the run ``config`` describes in ``dir`` (``extra_config``: see :func:`train`)."""
     task = tasks.from_config(config["task"])
     model = _build_model(task, config["model"])
     recipe = dict(config["train"])
@@ -110,5 +112,49 @@ def run_config(
         seed=int(config.get("seed", 0)),
         overwrite=overwrite,
         progress=progress,
+        extra_config=extra_config,
         **recipe,
     )
+
+
+#: ``train()`` parameters a config does not set: the run's place and how it is shown.
+_NOT_RECIPE = {"task", "model", "dir", "seed", "resume", "overwrite", "progress", "live"}
+_NOT_RECIPE |= {"on_event", "extra_config"}
+
+
+def config_fields(config: dict[str, Any]) -> dict[str, inspect.Parameter]:
+    """Every field ``config`` can set, dotted as ``--set`` writes them, with its parameter.
+
+    ``task.*`` are the task family's parameters, ``model.*`` the model class's
+    (``for_task``), ``train.*`` :func:`~grokwidgets.train.train`'s recipe, plus ``seed``. A
+    parameter's ``default`` is ``inspect.Parameter.empty`` where it has none.
+
+    Raises
+    ------
+    ValueError
+        If the config names an unknown task family or model class.
+    """
+    family = config.get("task", {}).get("family")
+    fns = tasks.families()
+    if family not in fns:
+        msg = f"Unknown task family {family!r}. Known families: {sorted(fns)}."
+        raise ValueError(msg)
+    cls_name = config.get("model", {}).get("class", "MLP")
+    cls = getattr(models, cls_name, None)
+    if cls is None or cls_name not in models.__all__:
+        known = [n for n in models.__all__ if n != "from_config"]
+        msg = f"Unknown model class {cls_name!r}. Models: {known}."
+        raise ValueError(msg)
+    out: dict[str, inspect.Parameter] = {
+        "seed": inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=0)
+    }
+    for section, fn, skip in (
+        ("task", fns[family], set()),
+        ("model", cls.for_task, {"task"}),
+        ("train", train, _NOT_RECIPE),
+    ):
+        for name, param in inspect.signature(fn).parameters.items():
+            if name in skip or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            out[f"{section}.{name}"] = param
+    return out

@@ -131,6 +131,7 @@ def train(
     live: bool = False,
     on_event: Callable[[PhaseEvent], Any] | None = None,
     stop_on: Iterable[str] = (),
+    extra_config: Mapping[str, Any] | None = None,
 ) -> Run:
     """Train ``model`` on ``task`` for ``steps`` optimizer steps, recording diagnostics.
 
@@ -176,6 +177,10 @@ def train(
         Detector events that end the run early (e.g. ``["collapse_warning"]``); the last
         step is recorded and checkpointed, so the run can be resumed, and ``run.json`` says
         ``stopped_at`` and ``stop_reason``.
+    extra_config : mapping, optional
+        More entries for the config in ``run.json`` (JSON-able; ``gw.sweep`` records the
+        run's grid point under ``"sweep"``). They may not replace what ``run.json`` records
+        itself (``seed``, ``train``, ``task``, ``model``, ``diagnostics``, the cadences).
 
     Returns
     -------
@@ -205,6 +210,12 @@ def train(
         "dtype": dtype,
         "optimizer_kwargs": optimizer_kwargs or {},
     }
+    extra = dict(extra_config or {})
+    own = {"seed", "train", "task", "model", "diagnostics", "cadence", "checkpoint_cadence"}
+    clash = sorted(set(extra) & own)
+    if clash:
+        msg = f"extra_config may not set {clash}: train() records them itself."
+        raise ValueError(msg)
     if not resume:
         torch.manual_seed(seed)
     monitor = Monitor(
@@ -218,7 +229,7 @@ def train(
         checkpoint_cadence=checkpoint_cadence,
         resume=resume,
         overwrite=overwrite,
-        config={"seed": seed, "train": recipe},
+        config={"seed": seed, "train": recipe, **extra},
     )
     view = None
     if live and _live_display is not None:

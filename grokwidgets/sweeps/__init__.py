@@ -1,0 +1,38 @@
+"""Sweeps: grids of runs on dask.distributed, combined into one Dataset, with phase diagrams.
+
+``gw.sweep(preset, grid={...}, seeds=[...], dir=...)`` runs one point per task on a dask
+cluster (:mod:`.runner`), from a plan checked before anything runs (:mod:`.grid`);
+``gw.open_sweep(dir)`` combines the runs (:mod:`grokwidgets.store.sweep`); the summaries
+(:mod:`.summary`) give each point's time to grok, final metrics and phase; the phase diagram
+(:mod:`.diagram`) draws them.
+"""
+
+from grokwidgets.store.sweep import SweepAlignmentWarning, open_sweep
+from grokwidgets.sweeps.grid import Point, SweepPlan, plan_sweep
+from grokwidgets.sweeps.runner import PointStatus, SweepError, SweepResult, sweep
+from grokwidgets.sweeps.summary import (
+    PHASE_LABELS,
+    final_metrics,
+    phase_table,
+    phases,
+    sweep_dims,
+    time_to_grok,
+)
+
+__all__ = [
+    "PHASE_LABELS",
+    "Point",
+    "PointStatus",
+    "SweepAlignmentWarning",
+    "SweepError",
+    "SweepPlan",
+    "SweepResult",
+    "final_metrics",
+    "open_sweep",
+    "phase_table",
+    "phases",
+    "plan_sweep",
+    "sweep",
+    "sweep_dims",
+    "time_to_grok",
+]
