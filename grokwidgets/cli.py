@@ -65,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     swp.add_argument("--extend", action="store_true", help="add points to an existing sweep")
     swp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    rep = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run, or of a sweep (its phase diagram)",
+    )
     rep.add_argument("dir")
     rep.add_argument("--out", help="output file (default DIR/report.html)")
     rep.add_argument("--png", help="also write the charts as one PNG")
@@ -135,7 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from grokwidgets.report import write_png, write_report
             from grokwidgets.store import open_run
+            from grokwidgets.store.sweep import SWEEP_JSON
 
+            if (Path(args.dir) / SWEEP_JSON).is_file():
+                from grokwidgets.report import write_sweep_png, write_sweep_report
+                from grokwidgets.store.sweep import open_sweep
+
+                print(write_sweep_report(args.dir, args.out))
+                if args.png:
+                    print(write_sweep_png(open_sweep(args.dir), args.png))
+                return 0
             print(write_report(args.dir, args.out, budget=args.budget))
             if args.png:
                 print(write_png(open_run(args.dir), args.png, budget=args.budget))

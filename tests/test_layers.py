@@ -32,7 +32,17 @@ ALLOWED: dict[str, set[str]] = {
     "replay": {"train", "monitor", "diagnostics", "store", "tasks", "models"},
     "report": {"views", "diagnostics", "store"},
     "widgets": {"views", "replay", "train", "monitor", "diagnostics", "store", "tasks", "models"},
-    "sweeps": {"train", "replay", "monitor", "diagnostics", "store", "tasks", "models", "presets"},
+    "sweeps": {
+        "views",
+        "train",
+        "replay",
+        "monitor",
+        "diagnostics",
+        "store",
+        "tasks",
+        "models",
+        "presets",
+    },
     "cli": {
         "report",
         "sweeps",

@@ -2,17 +2,19 @@
 
 ``gw.sweep(preset, grid={...}, seeds=[...], dir=...)`` runs one point per task on a dask
 cluster (:mod:`.runner`), from a plan checked before anything runs (:mod:`.grid`);
-``gw.open_sweep(dir)`` combines the runs (:mod:`grokwidgets.store.sweep`); the summaries
-(:mod:`.summary`) give each point's time to grok, final metrics and phase; the phase diagram
-(:mod:`.diagram`) draws them.
+``gw.open_sweep(dir)`` combines the runs (:mod:`grokwidgets.store.sweep`); the summaries and
+charts of :mod:`grokwidgets.views.sweep` give each point's time to grok, final metrics and
+phase, the phase diagram over two sweep dims and the curves of every point.
 """
 
 from grokwidgets.store.sweep import SweepAlignmentWarning, open_sweep
 from grokwidgets.sweeps.grid import Point, SweepPlan, plan_sweep
 from grokwidgets.sweeps.runner import PointStatus, SweepError, SweepResult, sweep
-from grokwidgets.sweeps.summary import (
+from grokwidgets.views.sweep import (
     PHASE_LABELS,
+    curves_chart,
     final_metrics,
+    phase_diagram,
     phase_table,
     phases,
     sweep_dims,
@@ -29,6 +31,8 @@ __all__ = [
     "SweepResult",
     "final_metrics",
     "open_sweep",
+    "curves_chart",
+    "phase_diagram",
     "phase_table",
     "phases",
     "plan_sweep",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,40 @@ def _dash_by_detail(spec: Any) -> Any:
     return out
 
 
+def _renamed(spec: Any, names: dict[str, str]) -> Any:
+    """``spec`` with its named datasets renamed (``{"accuracy": "accuracy · wd=0.1"}``)."""
+    if isinstance(spec, list):
+        return [_renamed(v, names) for v in spec]
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: _renamed(v, names) for k, v in spec.items()}
+    data = out.get("data")
+    if isinstance(data, dict) and data.get("name") in names:
+        out["data"] = {**data, "name": names[data["name"]]}
+    return out
+
+
+def _value(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
 class Compare(PanelWidget):
-    """The time-series panels of many runs, one colour per value of the sweep dimension.
+    """The time-series panels of many runs, coloured by one sweep dim, faceted by another.
 
     Parameters
     ----------
     source : xarray.Dataset or sequence of path-like / Dataset
-        A sweep (runs combined along a dimension such as ``seed``, ``alpha`` or
-        ``weight_decay``), or the runs themselves (labelled by directory name).
+        A sweep (:func:`~grokwidgets.open_sweep`: runs combined along dims such as ``seed``,
+        ``alpha`` or ``weight_decay``), or the runs themselves (labelled by directory name).
     dim : str, optional
-        The sweep dimension; found automatically when the sweep has exactly one.
+        The sweep dim that colours the lines; found automatically when the sweep has exactly
+        one. ``color`` is the same (give one of them).
+    color : str, optional
+        As ``dim``.
+    facet : str, optional
+        A second sweep dim: each panel is drawn once per value of it (titled
+        ``panel · facet=value``). Points that differ in any other dim (seeds) are separate
+        lines of their colour.
     """
 
     _esm = esm_path("compare.js")
@@ -59,63 +84,131 @@ class Compare(PanelWidget):
         source: xr.Dataset | Sequence[str | os.PathLike[str] | xr.Dataset],
         *,
         dim: str | None = None,
+        color: str | None = None,
+        facet: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        runs = self._runs(source, dim)
-        self.dim = runs[0][0] if runs else (dim or "run")
+        if dim is not None and color is not None and dim != color:
+            msg = f"dim and color name the same thing; got dim={dim!r}, color={color!r}."
+            raise ValueError(msg)
+        runs = self._runs(source, dim or color, facet)
+        self.dim = runs[0].dim if runs else (dim or color or "run")
+        self.facet = facet
         names: set[str] = set()
-        per_name: dict[str, list[Table]] = {}
-        for d, value, ds in runs:
-            names |= {str(m) for m in ds["metric"].values}
-            for name, table in series_tables(ds).items():
+        per_name: dict[tuple[Any, str], list[Table]] = {}
+        facets: list[Any] = []
+        for run in runs:
+            if run.facet not in facets:
+                facets.append(run.facet)
+            names |= {str(m) for m in run.ds["metric"].values}
+            for name, table in series_tables(run.ds).items():
                 if not len(table["step"]):
                     continue
-                # colour: the run (its sweep value); dash: what the run's panel drew
-                # (train/test, a layer). `series` stays one per line: rows are downsampled
-                # and matched per series.
-                head = f"{d}={value}"
-                per_name.setdefault(name, []).append(
+                # colour: the run's value of the colour dim; dash: what the run's panel drew
+                # (train/test, a layer). `series` stays one per line (per point): rows are
+                # downsampled and matched per series.
+                head = f"{run.dim}={run.value}"
+                per_name.setdefault((run.facet, name), []).append(
                     {
                         **table,
-                        "series": np.asarray([f"{head} · {s}" for s in table["series"]], object),
+                        "series": np.asarray(
+                            [f"{run.label} · {s}" for s in table["series"]], object
+                        ),
                         "run": np.full(len(table["step"]), head, dtype=object),
                         "detail": table["series"],
                     }
                 )
         self._set_panels(names)
-        self._specs = [_dash_by_detail(spec) for spec in self._specs]
-        self._feed({k: concat(v) for k, v in per_name.items() if k in TIME_SERIES})
-        self.message = f"{len(runs)} runs by {self.dim}"
+        specs = [_dash_by_detail(spec) for spec in self._specs]
+        if facet is None:
+            self._specs = specs
+            feed = {name: concat(v) for (_, name), v in per_name.items() if name in TIME_SERIES}
+        else:
+            faceted, feed = [], {}
+            for i, value in enumerate(facets):
+                suffix = f" · {facet}={value}"
+                # dataset names Vega accepts ("." or "=" in a name break its dataflow)
+                rename = {n: f"{n}__facet{i}" for n in TIME_SERIES}
+                for spec in specs:
+                    one = _renamed(spec, rename)
+                    meta = dict(one["usermeta"])
+                    meta["title"] = str(meta.get("title", meta["panel"])) + suffix
+                    meta["panel"] = str(meta["panel"]) + suffix  # one id per drawn panel
+                    meta["datasets"] = sorted(rename.get(n, n) for n in meta.get("datasets", []))
+                    one["usermeta"] = meta
+                    faceted.append(one)
+                for (f, name), v in per_name.items():
+                    if f == value and name in TIME_SERIES:
+                        feed[rename[name]] = concat(v)
+            self._specs = faceted  # assigned, not appended to: a trait syncs on assignment
+        self._feed(feed)
+        by = f" by {self.dim}" + (f", faceted by {facet}" if facet else "")
+        self.message = f"{len(runs)} runs{by}"
 
-    @staticmethod
+    @dataclass(frozen=True)
+    class _Run:
+        dim: str
+        value: Any
+        facet: Any
+        label: str
+        ds: xr.Dataset
+
+    @classmethod
     def _runs(
-        source: xr.Dataset | Sequence[str | os.PathLike[str] | xr.Dataset], dim: str | None
-    ) -> list[tuple[str, Any, xr.Dataset]]:
+        cls,
+        source: xr.Dataset | Sequence[str | os.PathLike[str] | xr.Dataset],
+        dim: str | None,
+        facet: str | None = None,
+    ) -> list[Compare._Run]:
         if isinstance(source, xr.Dataset):
             extra = [str(d) for d in source["metrics"].dims if d not in RUN_DIMS]
+            if "point" in extra:  # an irregular sweep: its dims are the levels of `point`
+                extra = [str(d) for d in source.attrs.get("sweep_dims", [])] or extra
             if dim is None:
-                if len(extra) != 1:
+                candidates = [d for d in extra if d != facet]
+                if len(candidates) != 1:
                     msg = (
-                        f"Compare needs the sweep dimension: this Dataset has {extra or 'none'} "
-                        "besides step/layer/metric. Pass dim=..."
+                        f"Compare needs the sweep dimension that colours the lines: this "
+                        f"Dataset has {extra or 'none'} besides step/layer/metric. Pass "
+                        "dim=... (or color=...; facet=... for a second one)."
                     )
                     raise ValueError(msg)
-                dim = extra[0]
-            if dim not in source.dims:
-                msg = f"{dim!r} is not a dimension of this Dataset (dims: {list(source.dims)})."
-                raise ValueError(msg)
-            return [
-                (dim, v.item() if hasattr(v, "item") else v, source.sel({dim: v}))
-                for v in source[dim].values
-            ]
+                dim = candidates[0]
+            for d in (dim, facet):
+                if d is not None and d not in source.coords:
+                    msg = f"{d!r} is not a dimension of this Dataset (dims: {list(source.dims)})."
+                    raise ValueError(msg)
+            stack = [d for d in source["metrics"].dims if d not in RUN_DIMS]
+            points = source.stack(_point=stack) if stack else source.expand_dims(_point=[0])
+            runs = []
+            for i in range(points.sizes["_point"]):
+                one = points.isel(_point=i)
+                coords = {d: _value(one[d].values) for d in extra if d in one.coords}
+                label = ",".join(f"{k}={v}" for k, v in coords.items())
+                ds = one.drop_vars(
+                    [
+                        c
+                        for c in one.coords
+                        if c not in RUN_DIMS
+                        and c not in ("metric_description", "metric_unit", "metric_source")
+                    ]
+                )
+                runs.append(
+                    cls._Run(dim, coords.get(dim), coords.get(facet) if facet else None, label, ds)
+                )
+            return runs
+        if facet is not None:
+            msg = "facet= needs a sweep Dataset (gw.open_sweep), not a list of runs."
+            raise ValueError(msg)
         runs = []
         for i, item in enumerate(source):
             if isinstance(item, xr.Dataset):
                 label = Path(str(item.attrs.get("run_dir", f"run{i}"))).name
-                runs.append((dim or "run", label, item))
+                runs.append(cls._Run(dim or "run", label, None, label, item))
             else:
-                runs.append((dim or "run", Path(item).name, open_run(item)))
+                name = Path(item).name
+                runs.append(cls._Run(dim or "run", name, None, name, open_run(item)))
         if not runs:
             msg = "Compare needs at least one run."
             raise ValueError(msg)

@@ -53,6 +53,14 @@ for seed in {SEEDS!r}:  # seed s: steps 0..19+10s, losses x(1+s), accuracies x(1
 sweep = xr.concat(runs, dim=xr.DataArray(list({SEEDS!r}), dims="seed", name="seed"), join="outer")
 cmp = Compare(sweep)
 cmp""",
+    "compare_facet": """import xarray as xr
+facets = []
+for frac in (0.3, 0.5):  # 2 seeds x 2 train fractions: colour by seed, a panel per fraction
+    per_seed = [dataset(range(0, 12 if frac == 0.3 else 16), spectrum=False) for _ in (0, 1)]
+    facets.append(xr.concat(per_seed, dim=xr.DataArray([0, 1], dims="seed"), join="outer"))
+grid = xr.concat(facets, dim=xr.DataArray([0.3, 0.5], dims="train_fraction"), join="outer")
+cmp2 = Compare(grid, color="seed", facet="train_fraction")
+cmp2""",
     "bad": "bad = LiveMonitor(dataset(range(0, 10), spectrum=False), min_interval=0)\nbad",
     "bad_frame": 'bad.send({"type": "frame"}, [b"garbage"])',
     "bad_specs": """import copy
@@ -351,6 +359,25 @@ def test_compare_overlays_one_line_per_run_and_series(page):
     assert "3 runs by seed" in cell.locator(".gw-status").inner_text()
     assert cell.locator(".gw-error").count() == 0
     _shot(cell, "compare.png")
+
+
+def test_compare_facets_draw_a_panel_per_value(page):
+    _run_cell(page, "compare_facet")
+    cell = _cell(page, "compare_facet")
+    for frac, steps in ((0.3, 11), (0.5, 15)):  # steps 1.. drawn, 2 seeds x train/test
+        panel = f"accuracy · train_fraction={frac}"
+        sel = f".gw-panel[data-panel='{panel}'][data-items='{4 * steps}']"
+        cell.locator(sel).wait_for(timeout=60_000)
+        lines = cell.locator(f".gw-panel[data-panel='{panel}']").evaluate(LINES)
+        assert {line["series"]: line["n"] for line in lines} == {
+            f"train_fraction={frac},seed={s} · {split}": steps
+            for s in (0, 1)
+            for split in ("train", "test")
+        }
+        assert len({line["stroke"] for line in lines}) == 2  # coloured by seed
+    assert "by seed, faceted by train_fraction" in cell.locator(".gw-status").inner_text()
+    assert cell.locator(".gw-error").count() == 0
+    _shot(cell, "compare_facet.png")
 
 
 def test_front_end_errors_show_in_the_cell(page):

@@ -182,3 +182,49 @@ def test_missing_anywidget_message(monkeypatch):
 def test_record_helper_is_deterministic():
     a, b = record(3), record(3)
     np.testing.assert_array_equal(a.arrays["spectrum"]["readout"], b.arrays["spectrum"]["readout"])
+
+
+def test_compare_colour_by_one_dim_facet_by_another():
+    def point(wd, frac, seed):
+        ds = dataset(range(0, 8))
+        return ds.assign(metrics=ds["metrics"] * (1 + wd + 2 * frac + 4 * seed) / 10)
+
+    sweep = xr.concat(
+        [
+            xr.concat(
+                [
+                    xr.concat(
+                        [point(w, f, s) for s in (0, 1)], dim=xr.DataArray([0, 1], dims="seed")
+                    )
+                    for f in (0.3, 0.5)
+                ],
+                dim=xr.DataArray([0.3, 0.5], dims="train_fraction"),
+            )
+            for w in (0.1, 1.0)
+        ],
+        dim=xr.DataArray([0.1, 1.0], dims="weight_decay"),
+    )
+    with pytest.raises(ValueError, match="Pass dim"):
+        Compare(sweep)  # three sweep dims: which one colours?
+    cmp = Compare(sweep, color="weight_decay", facet="train_fraction")
+    assert cmp.dim == "weight_decay" and cmp.facet == "train_fraction"
+    n_panels = len(Compare(sweep.sel(train_fraction=0.3), color="weight_decay").panels)
+    assert len(cmp._specs) == 2 * n_panels
+    titles = [s["usermeta"]["title"] for s in cmp._specs]
+    assert sum(t.endswith("· train_fraction=0.3") for t in titles) == n_panels
+    tables = snapshot(cmp)
+    for frac in (0.3, 0.5):
+        acc = tables[f"accuracy__facet{[0.3, 0.5].index(frac)}"][1]
+        # colour: weight decay; one line per point (the seeds apart) and split
+        assert set(acc["run"]) == {"weight_decay=0.1", "weight_decay=1.0"}
+        assert len(set(acc["series"])) == 2 * 2 * 2
+        assert all(f"train_fraction={frac}" in s for s in acc["series"])
+        # the values are the point's own
+        sel = acc["series"] == f"weight_decay=1.0,train_fraction={frac},seed=1 · test"
+        want = sweep["metrics"].sel(
+            weight_decay=1.0, train_fraction=frac, seed=1, layer="model", metric="test_acc"
+        )
+        want = want.sel(step=slice(1, None)).values  # the log-step axis starts at step 1
+        np.testing.assert_allclose(acc["value"][sel], want[np.isfinite(want)])
+    names = cmp._specs[0]["usermeta"]["datasets"]
+    assert "loss__facet0" in names and "loss" not in names

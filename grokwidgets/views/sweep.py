@@ -1,4 +1,4 @@
-r"""Per-point summaries of a sweep: time to grok, final metrics, and Omnigrok-style phases.
+r"""A sweep's summaries and charts: time to grok, final metrics, phases, the phase diagram.
 
 Each function takes the Dataset of :func:`~grokwidgets.open_sweep` (sweep dims in front of
 step × layer × metric, or a stacked ``point`` dim) and returns one value per point, with the
@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -46,8 +47,11 @@ from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.phases import grok_times, loss_grok_times
 
 __all__ = [
+    "PHASE_COLORS",
     "PHASE_LABELS",
+    "curves_chart",
     "final_metrics",
+    "phase_diagram",
     "phase_table",
     "phases",
     "sweep_dims",
@@ -56,6 +60,8 @@ __all__ = [
 
 #: Liu et al.'s four phases, in the order a phase diagram's legend lists them.
 PHASE_LABELS: tuple[str, ...] = ("comprehension", "grokking", "memorization", "confusion")
+#: Their colours in every phase diagram (the same phase, the same colour, in every sweep).
+PHASE_COLORS: tuple[str, ...] = ("#4c78a8", "#54a24b", "#f58518", "#bab0ac")
 
 _RUN_DIMS = {"step", "layer", "metric"}
 
@@ -227,3 +233,118 @@ def phase_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _axis_values(values: pd.Series) -> list[Any]:
+    return sorted(values.unique().tolist(), key=lambda v: (isinstance(v, str), v))
+
+
+def phase_diagram(
+    ds: xr.Dataset,
+    x: str,
+    y: str,
+    *,
+    threshold: float = 0.9,
+    delay_ratio: float = 10.0,
+    width: int = 320,
+    height: int = 240,
+) -> alt.LayerChart:
+    """The phase diagram over sweep dims ``x`` × ``y``: a cell per point, coloured by phase.
+
+    Each cell is coloured by its phase (:func:`phases`; seeds pooled by :func:`phase_table`)
+    and labelled with the median step test accuracy reached 0.95 (``—`` if never) and, where
+    several seeds share the cell, how many agree with its phase. Axes are ordinal, in value
+    order, so a log-spaced grid (weight decay 1e-3 … 1) is drawn evenly.
+    """
+    table = phase_table(ds, x, y, threshold=threshold, delay_ratio=delay_ratio)
+    ttg = time_to_grok(ds)
+    pooled = ttg["generalized"].to_series().reset_index().groupby([x, y])["generalized"].median()
+    table["label"] = [
+        ("—" if not np.isfinite(g) else f"{int(g):,}") + (f" ({a}/{n})" if n > 1 else "")
+        for g, a, n in zip(
+            [pooled.get((xv, yv), np.nan) for xv, yv in zip(table[x], table[y], strict=True)],
+            table["agree"],
+            table["n"],
+            strict=True,
+        )
+    ]
+    table[x] = table[x].astype(str) if table[x].dtype == object else table[x]
+    base = alt.Chart(table).encode(
+        x=alt.X(f"{x}:O", sort=_axis_values(table[x]), title=x),
+        y=alt.Y(f"{y}:O", sort=list(reversed(_axis_values(table[y]))), title=y),
+    )
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color(
+            "phase:N",
+            scale=alt.Scale(domain=list(PHASE_LABELS), range=list(PHASE_COLORS)),
+            title="phase",
+        ),
+        tooltip=[
+            alt.Tooltip(f"{x}:O"),
+            alt.Tooltip(f"{y}:O"),
+            alt.Tooltip("phase:N"),
+            alt.Tooltip("agree:Q", title="seeds agreeing"),
+            alt.Tooltip("n:Q", title="seeds"),
+            alt.Tooltip("memorized:Q", title="train acc ≥ 0.99 at", format=",.0f"),
+            alt.Tooltip("generalized:Q", title="test acc ≥ 0.95 at", format=",.0f"),
+            alt.Tooltip("final_test_acc:Q", title="final test acc", format=".3f"),
+        ],
+    )
+    text = base.mark_text(fontSize=11, color="white").encode(text="label:N")
+    method = ttg.attrs.get("method", "accuracy")
+    title = alt.TitleParams(
+        f"phases over {x} × {y}",
+        subtitle=[
+            f"phase: train/test accuracy ≥ {threshold:g}; grokking when test takes ≥ "
+            f"{delay_ratio:g}× the train step (Liu et al. 2022)",
+            f"label: median step test accuracy ≥ 0.95 ({method}); (k/n): seeds agreeing",
+        ],
+        anchor="start",
+    )
+    return alt.layer(cells, text).properties(width=width, height=height, title=title)
+
+
+def curves_chart(
+    ds: xr.Dataset,
+    metric: str = "test_acc",
+    *,
+    color: str | None = None,
+    facet: str | None = None,
+    layer: str = MODEL_LAYER,
+    width: int = 260,
+    height: int = 180,
+) -> alt.FacetChart | alt.Chart:
+    """One line per point of ``metric`` over steps (log), by ``color`` and ``facet`` dims.
+
+    Lines are coloured by the sweep dim ``color`` (default: the first) and faceted by
+    ``facet``; points that differ in another dim (seeds) are lines of the same colour.
+    """
+    dims = sweep_dims(ds)
+    color = color or (dims[0] if dims else None)
+    for d in (color, facet):
+        if d is not None and d not in ds.coords:
+            msg = f"{d!r} is not a sweep dim of this Dataset; its sweep dims: {dims}."
+            raise ValueError(msg)
+    da = _curves(ds, [metric], layer).sel(metric=metric, drop=True)
+    frame = da.to_dataframe(name="value").reset_index()
+    frame = frame[np.isfinite(frame["value"]) & (frame["step"] > 0)]
+    keep = [c for c in frame.columns if c in dims or c in ("step", "value", *dims)]
+    frame = frame[[c for c in keep if c not in ("run_dir", "status")]]
+    frame["point"] = frame[dims].astype(str).agg(",".join, axis=1) if dims else "run"
+    chart = (
+        alt.Chart(frame)
+        .mark_line(strokeWidth=1.3)
+        .encode(
+            x=alt.X("step:Q", scale=alt.Scale(type="log", domainMin=1), title="step (log)"),
+            y=alt.Y("value:Q", title=metric),
+            color=alt.Color(f"{color}:O", scale=alt.Scale(scheme="viridis"))
+            if color
+            else alt.value("#4c78a8"),
+            detail="point:N",
+            tooltip=[*(alt.Tooltip(f"{d}:O") for d in dims), "step:Q", "value:Q"],
+        )
+        .properties(width=width, height=height)
+    )
+    if facet is not None:
+        return chart.facet(column=alt.Column(f"{facet}:O", title=facet))
+    return chart
