@@ -56,6 +56,19 @@ def _script_json(obj: Any) -> str:
     return json.dumps(obj).replace("</", "<\\/")
 
 
+def embed_script(specs: list[dict[str, Any]]) -> str:
+    """The ``<script>`` that draws ``specs`` into the elements ``chart0``, ``chart1``, ..."""
+    return f"""<script>
+const specs = {_script_json(specs)};
+specs.forEach((spec, i) => {{
+  const el = document.getElementById("chart" + i);
+  vegaEmbed(el, spec, {{actions: false, renderer: "svg"}}).catch((err) => {{
+    el.className = "error"; el.textContent = "This chart failed to render: " + err;
+  }});
+}});
+</script>"""
+
+
 def report_specs(ds: xr.Dataset, *, budget: int | None = None) -> list[dict[str, Any]]:
     """Vega-Lite specs of the report, data inlined: the panels, then the other metrics.
 
@@ -176,15 +189,7 @@ def render_report(
 <details><summary>config and versions</summary><pre>{html.escape(config)}</pre></details>
 </section></div>
 {body}
-<script>
-const specs = {_script_json(specs)};
-specs.forEach((spec, i) => {{
-  const el = document.getElementById("chart" + i);
-  vegaEmbed(el, spec, {{actions: false, renderer: "svg"}}).catch((err) => {{
-    el.className = "error"; el.textContent = "This chart failed to render: " + err;
-  }});
-}});
-</script>
+{embed_script(specs)}
 </body></html>
 """
 

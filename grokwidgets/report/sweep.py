@@ -10,7 +10,6 @@ no network.
 from __future__ import annotations
 
 import html
-import json
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import xarray as xr
 
+from grokwidgets.report.html import embed_script
 from grokwidgets.store.sweep import SweepAlignmentWarning, open_sweep
 from grokwidgets.views.sweep import (
     curves_chart,
@@ -115,7 +115,6 @@ def render_sweep_report(ds: xr.Dataset, title: str = "grokwidgets sweep report")
         statuses[str(s)] = statuses.get(str(s), 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     dims = ds.attrs.get("sweep_dims", sweep_dims(ds))
-    script = json.dumps([s for _, s in specs]).replace("</", "<\\/")  # "</" ends <script>
     divs = "".join(
         f'<h2>{html.escape(t)}</h2><div id="chart{i}" class="chart"></div>'
         for i, (t, _) in enumerate(specs)
@@ -133,15 +132,7 @@ def render_sweep_report(ds: xr.Dataset, title: str = "grokwidgets sweep report")
 <p class="note">memorized / generalized: the step train accuracy reached 0.99 / test accuracy
 0.95 (loss-based for regression); final values at each run's last record.</p>
 {_points_table(ds)}
-<script>
-const specs = {script};
-specs.forEach((spec, i) => {{
-  const el = document.getElementById("chart" + i);
-  vegaEmbed(el, spec, {{actions: false, renderer: "svg"}}).catch((err) => {{
-    el.className = "error"; el.textContent = "This chart failed to render: " + err;
-  }});
-}});
-</script>
+{embed_script([s for _, s in specs])}
 </body></html>
 """
 

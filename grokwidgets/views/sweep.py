@@ -248,7 +248,7 @@ def phase_diagram(
     delay_ratio: float = 10.0,
     width: int = 320,
     height: int = 240,
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """The phase diagram over sweep dims ``x`` × ``y``: a cell per point, coloured by phase.
 
     Each cell is coloured by its phase (:func:`phases`; seeds pooled by :func:`phase_table`)
@@ -313,7 +313,7 @@ def curves_chart(
     layer: str = MODEL_LAYER,
     width: int = 260,
     height: int = 180,
-) -> alt.FacetChart | alt.Chart:
+) -> alt.TopLevelMixin:
     """One line per point of ``metric`` over steps (log), by ``color`` and ``facet`` dims.
 
     Lines are coloured by the sweep dim ``color`` (default: the first) and faceted by

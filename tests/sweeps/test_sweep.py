@@ -285,3 +285,46 @@ def test_failing_point_never_loses_the_others(client, tmp_path):
         warnings.simplefilter("ignore", SweepAlignmentWarning)
         ds = gw.open_sweep(tmp_path)
     assert list(ds["status"].values) == ["finished", "failed"]
+
+
+# -- the command line: its own LocalCluster, then the sweep's report ---------------------------
+
+
+def test_cli_sweep_and_report(tmp_path, capsys):
+    from grokwidgets.cli import main
+
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(
+        'preset = "modular-addition"\n'
+        'dir = "unused"\n'
+        "seeds = [0, 1]\n"
+        "[grid]\n"
+        '"train.weight_decay" = [0.1, 1.0]\n'
+        "[overrides]\n"
+        "task.p = 11\n"  # TOML reads this as a [task] table: flattened to task.p
+        '"model.width" = 16\n'
+        '"model.embed_dim" = 8\n'
+        '"train.steps" = 30\n'
+        '"train.diagnostics" = ["basic"]\n'
+    )
+    out = tmp_path / "out"
+    rc = main(["sweep", str(toml), "--dir", str(out), "--workers", "2", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "4 points (4 done)" in printed
+    assert not (tmp_path / "unused").exists()  # --dir wins over the file's dir
+    assert read_run_info(out / "weight_decay=1.0,seed=1").config["task"]["p"] == 11
+    # again: nothing left to do, no cluster started
+    assert main(["sweep", str(toml), "--dir", str(out), "--no-progress"]) == 0
+    assert "4 skipped" in capsys.readouterr().out
+
+    assert main(["report", str(out), "--png", str(tmp_path / "sweep.png")]) == 0
+    page = (out / "report.html").read_text()
+    assert "<h2>phase diagram</h2>" in page and "4 finished" in page
+    table = page.split('<table class="points">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 4  # header + one row per point
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # a bad grid key is a user error (exit 2) naming the valid fields
+    toml.write_text('preset = "modular-addition"\n[grid]\nwd = [0.1]\n')
+    assert main(["sweep", str(toml), "--dir", str(tmp_path / "bad")]) == 2
+    assert "train.weight_decay" in capsys.readouterr().err
