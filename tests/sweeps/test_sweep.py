@@ -328,3 +328,46 @@ def test_cli_sweep_and_report(tmp_path, capsys):
     toml.write_text('preset = "modular-addition"\n[grid]\nwd = [0.1]\n')
     assert main(["sweep", str(toml), "--dir", str(tmp_path / "bad")]) == 2
     assert "train.weight_decay" in capsys.readouterr().err
+
+
+KILLED_CLIENT = """
+import sys
+import grokwidgets as gw
+
+if __name__ == "__main__":
+    gw.sweep("modular-addition", {"weight_decay": [0.1, 1.0]}, dir=sys.argv[1], n_workers=2,
+             progress=False, overrides=%r)
+"""
+
+
+def test_killed_client_a_second_call_resumes_and_equals_an_uninterrupted_sweep(client, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(KILLED_CLIENT % (LONGER,))
+    root = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), str(root)])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill the client (its cluster with it) mid-run
+            ckpts = list(root.glob("*=*/checkpoints/*.safetensors"))
+            if len(ckpts) >= 4:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    statuses = {p.name: read_run_info(p).status for p in root.glob("*=*")}
+    assert "running" in statuses.values()  # interrupted, not finished
+    kw = {"overrides": LONGER, "scheduler": client, "progress": False}
+    second = gw.sweep("modular-addition", {"weight_decay": [0.1, 1.0]}, dir=root, **kw)
+    assert second.ok
+    assert any(p.resumed_from is not None for p in second)
+    gw.sweep("modular-addition", {"weight_decay": [0.1, 1.0]}, dir=tmp_path / "whole", **kw)
+    resumed = gw.open_sweep(root)["metrics"].compute()
+    whole = gw.open_sweep(tmp_path / "whole")["metrics"].compute()
+    xr.testing.assert_equal(resumed.drop_vars("run_dir"), whole.drop_vars("run_dir"))
