@@ -13,7 +13,8 @@ the other:
 Each arm writes its run directories as ``gw.sweep`` does (``run_point``). Target (issue 16):
 sweep ≥ 1.8× faster than the better serial arm.
 
-Usage: ``python bench/sweep_scaling.py [--steps 1500]``; prints a markdown table and a JSON line.
+Usage: ``python bench/sweep_scaling.py [--steps 1500] [--p 59 --width 128]``; prints a markdown
+table and a JSON line.
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def serial(overrides: dict, root: Path, threads: int | None) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--p", type=int, default=None, help="task.p (default: the preset's, 97)")
+    ap.add_argument("--width", type=int, default=None, help="model.width (preset: 256)")
     args = ap.parse_args()
     overrides = {"train.steps": args.steps, "train.diagnostics": ["basic"]}
+    if args.p is not None:
+        overrides["task.p"] = args.p
+    if args.width is not None:
+        overrides["model.width"] = args.width
+        overrides["model.embed_dim"] = args.width // 2
     default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         walls = {}
@@ -73,13 +81,26 @@ def main() -> None:
         print(f"sweep: {walls['sweep, 2-worker LocalCluster']:.1f} s")
     best_serial = min(walls["serial, default threads"], walls["serial, 1 thread"])
     speedup = best_serial / walls["sweep, 2-worker LocalCluster"]
-    print(f"\n8 points of {args.steps} steps (modular-addition, basic)\n")
+    size = f"p={args.p or 97}, width {args.width or 256}"
+    print(f"\n8 points of {args.steps} steps (modular-addition, {size}, basic)\n")
     print("| arm | wall (s) |")
     print("|---|---|")
     for k, v in walls.items():
         print(f"| {k} | {v:.1f} |")
+    same = walls["serial, 1 thread"] / walls["sweep, 2-worker LocalCluster"]
     print(f"| **speed-up over the better serial arm** | **{speedup:.2f}×** |")
-    print(json.dumps({"steps": args.steps, "walls": walls, "speedup": speedup}))
+    print(f"| speed-up over serial at 1 thread (same threads per run) | {same:.2f}× |")
+    print(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "overrides": overrides,
+                "walls": walls,
+                "speedup": speedup,
+                "speedup_same_threads": same,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,13 +34,24 @@ __all__ = ["PointStatus", "SweepError", "SweepResult", "run_point", "sweep"]
 #: Seconds to wait for a scheduler given by address before giving up (nothing is started).
 CONNECT_TIMEOUT = 10.0
 
-#: The scheduler settings of the ``LocalCluster`` a sweep starts. A point whose worker dies is
-#: reported ``lost``, not retried behind the user's back (the next ``sweep()`` resumes it
-#: from its checkpoint); a worker holds only the point it runs (the others wait at the
-#: scheduler), so a dying worker takes no queued point with it.
+#: The dask settings of the ``LocalCluster`` a sweep starts.
+#:
+#: - A point whose worker dies is reported ``lost``, not retried behind the user's back (the
+#:   next ``sweep()`` resumes it from its checkpoint).
+#: - A worker holds only the point it runs (the others wait at the scheduler), so a dying
+#:   worker takes no queued point with it.
+#: - The worker processes start with one BLAS/OpenMP thread but *without* dask's default
+#:   ``MALLOC_TRIM_THRESHOLD_=65536``: glibc then hands freed memory back to the OS at once,
+#:   and torch's many short-lived tensors made every run 1.6x slower in a worker than alone
+#:   (bench/RESULTS.md, "Sweeps on dask").
 CLUSTER_CONFIG = {
     "distributed.scheduler.allowed-failures": 0,
     "distributed.scheduler.worker-saturation": 1.0,
+    "distributed.nanny.pre-spawn-environ": {
+        "OMP_NUM_THREADS": 1,
+        "MKL_NUM_THREADS": 1,
+        "OPENBLAS_NUM_THREADS": 1,
+    },
 }
 
 

@@ -270,7 +270,7 @@ def phase_diagram(
     ]
     table[x] = table[x].astype(str) if table[x].dtype == object else table[x]
     base = alt.Chart(table).encode(
-        x=alt.X(f"{x}:O", sort=_axis_values(table[x]), title=x),
+        x=alt.X(f"{x}:O", sort=_axis_values(table[x]), title=x, axis=alt.Axis(labelAngle=0)),
         y=alt.Y(f"{y}:O", sort=list(reversed(_axis_values(table[y]))), title=y),
     )
     cells = base.mark_rect(stroke="white").encode(

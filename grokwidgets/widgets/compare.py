@@ -21,18 +21,24 @@ from grokwidgets.widgets._esm import esm_path
 RUN_DIMS = {"step", "layer", "metric", "eig", "kernel_eig", "rand_eig"}
 
 
-def _dash_by_detail(spec: Any) -> Any:
-    """``spec`` with its lines coloured by ``run`` and dashed by ``detail`` (split, layer)."""
+def _dash_by_detail(spec: Any, order: list[str] | None = None) -> Any:
+    """``spec`` with its lines coloured by ``run`` and dashed by ``detail`` (split, layer).
+
+    ``order``: the runs' colour labels in the order of their sweep values (a legend sorted as
+    text would put ``weight_decay=10.0`` before ``weight_decay=3.0``).
+    """
     if isinstance(spec, list):
-        return [_dash_by_detail(v) for v in spec]
+        return [_dash_by_detail(v, order) for v in spec]
     if not isinstance(spec, dict):
         return spec
-    out = {k: _dash_by_detail(v) for k, v in spec.items()}
+    out = {k: _dash_by_detail(v, order) for k, v in spec.items()}
     enc = out.get("encoding")
     if isinstance(enc, dict) and enc.get("color", {}).get("field") == "series":
         data = out.get("data", {})
         if isinstance(data, dict) and data.get("name") in TIME_SERIES:
             enc["color"] = {**enc["color"], "field": "run"}
+            if order:
+                enc["color"]["sort"] = list(order)
             enc["detail"] = {"field": "series", "type": "nominal"}
             enc["strokeDash"] = {"field": "detail", "type": "nominal", "title": None}
             tooltip = enc.get("tooltip")
@@ -120,7 +126,8 @@ class Compare(PanelWidget):
                     }
                 )
         self._set_panels(names)
-        specs = [_dash_by_detail(spec) for spec in self._specs]
+        order = list(dict.fromkeys(f"{run.dim}={run.value}" for run in runs))
+        specs = [_dash_by_detail(spec, order) for spec in self._specs]
         if facet is None:
             self._specs = specs
             feed = {name: concat(v) for (_, name), v in per_name.items() if name in TIME_SERIES}
@@ -135,6 +142,7 @@ class Compare(PanelWidget):
                     meta = dict(one["usermeta"])
                     meta["title"] = str(meta.get("title", meta["panel"])) + suffix
                     meta["panel"] = str(meta["panel"]) + suffix  # one id per drawn panel
+                    one["title"] = meta["title"]  # the static image names its facet too
                     meta["datasets"] = sorted(rename.get(n, n) for n in meta.get("datasets", []))
                     one["usermeta"] = meta
                     faceted.append(one)

@@ -228,3 +228,20 @@ def test_compare_colour_by_one_dim_facet_by_another():
         np.testing.assert_allclose(acc["value"][sel], want[np.isfinite(want)])
     names = cmp._specs[0]["usermeta"]["datasets"]
     assert "loss__facet0" in names and "loss" not in names
+    # each panel names its facet, in the widget and in the static image
+    assert cmp._specs[0]["title"] == cmp._specs[0]["usermeta"]["title"]
+    assert cmp._specs[0]["title"].endswith("· train_fraction=0.3")
+    # colours in the order of the sweep values, not as text ("10.0" after "3.0")
+    wide = xr.concat(
+        [point(w, 0.3, 0) for w in (0.0, 3.0, 10.0)],
+        dim=xr.DataArray([0.0, 3.0, 10.0], dims="weight_decay"),
+    )
+    units = Compare(wide)._specs[0].get("layer", [])
+    sorts = [
+        u["encoding"]["color"].get("sort")
+        for u in units
+        if "encoding" in u and u["encoding"].get("color", {}).get("field") == "run"
+    ]
+    assert sorts and all(
+        o == ["weight_decay=0.0", "weight_decay=3.0", "weight_decay=10.0"] for o in sorts
+    )
