@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from grokwidgets.store.checkpoints import list_checkpoints
+from grokwidgets.store.errors import RunLockedError
 from grokwidgets.store.run_info import RUN_JSON, read_run_info
 from grokwidgets.store.sweep import SWEEP_JSON, open_sweep, read_sweep_json, write_sweep_json
 from grokwidgets.sweeps.grid import Point, SweepPlan, plan_sweep
@@ -33,6 +34,8 @@ __all__ = ["PointStatus", "SweepError", "SweepResult", "run_point", "sweep"]
 
 #: Seconds to wait for a scheduler given by address before giving up (nothing is started).
 CONNECT_TIMEOUT = 10.0
+#: Seconds a point waits for its run directory's writer lock before it fails.
+LOCK_WAIT = 60.0
 
 #: The dask settings of the ``LocalCluster`` a sweep starts.
 #:
@@ -157,12 +160,26 @@ def run_point(
     """
     import torch
 
+    torch.set_num_threads(int(torch_threads))
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            return _run_or_resume(Path(run_dir), config, record, t0)
+        except RunLockedError:
+            # The worker of a killed client may still be writing this run for a few seconds
+            # (it notices its nanny is gone): wait for the lock rather than fail the point.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _run_or_resume(
+    p: Path, config: dict[str, Any], record: dict[str, Any], t0: float
+) -> dict[str, Any]:
     from grokwidgets.replay.restore import resume_run
     from grokwidgets.train.config import run_config
 
-    torch.set_num_threads(int(torch_threads))
-    t0 = time.perf_counter()
-    p = Path(run_dir)
     overwrite = False
     if (p / RUN_JSON).is_file():
         info = read_run_info(p)
