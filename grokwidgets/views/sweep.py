@@ -232,7 +232,9 @@ def phase_table(
                 "final_train_acc": float(group["final_train_acc"].median()),
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["method"] = ttg.attrs["method"]  # how time to grok was read (accuracy or loss)
+    return out
 
 
 def _axis_values(values: pd.Series) -> list[Any]:
@@ -257,16 +259,9 @@ def phase_diagram(
     order, so a log-spaced grid (weight decay 1e-3 … 1) is drawn evenly.
     """
     table = phase_table(ds, x, y, threshold=threshold, delay_ratio=delay_ratio)
-    ttg = time_to_grok(ds)
-    pooled = ttg["generalized"].to_series().reset_index().groupby([x, y])["generalized"].median()
     table["label"] = [
         ("—" if not np.isfinite(g) else f"{int(g):,}") + (f" ({a}/{n})" if n > 1 else "")
-        for g, a, n in zip(
-            [pooled.get((xv, yv), np.nan) for xv, yv in zip(table[x], table[y], strict=True)],
-            table["agree"],
-            table["n"],
-            strict=True,
-        )
+        for g, a, n in zip(table["generalized"], table["agree"], table["n"], strict=True)
     ]
     table[x] = table[x].astype(str) if table[x].dtype == object else table[x]
     base = alt.Chart(table).encode(
@@ -291,7 +286,7 @@ def phase_diagram(
         ],
     )
     text = base.mark_text(fontSize=11, color="white").encode(text="label:N")
-    method = ttg.attrs.get("method", "accuracy")
+    method = table.attrs["method"]
     title = alt.TitleParams(
         f"phases over {x} × {y}",
         subtitle=[
