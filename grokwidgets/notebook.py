@@ -59,11 +59,15 @@ def scale(full: T, smoke: T) -> T:
     return smoke if _smoke_mode() else full
 
 
-def scratch(name: str, *, clean: bool = True) -> Path:
+def scratch(name: str, *, clean: bool = True, enter: bool = False) -> Path:
     """A run directory ``<root>/<name>`` outside the repository, created (emptied if ``clean``).
 
     The root is ``$GROKWIDGETS_SCRATCH``, else ``~/.cache/grokwidgets/notebooks``; smoke
     runs go to a ``smoke`` subfolder so they never replace a full run's records.
+
+    With ``enter=True`` the working directory becomes that mode's folder and the path returned
+    is relative (``Path(name)``): every path the notebook prints then reads the same on any
+    machine (``07_sweeps/weight_decay=0.1``), not this machine's home directory.
     """
     if not name or "/" in name or name in (".", ".."):
         msg = f"A scratch name is one folder name, got {name!r}."
@@ -73,6 +77,9 @@ def scratch(name: str, *, clean: bool = True) -> Path:
     if clean and path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    if enter:
+        os.chdir(path.parent)
+        return Path(name)
     return path
 
 

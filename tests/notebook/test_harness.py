@@ -1,6 +1,7 @@
 """The notebooks' shared switch, scratch directory and claim records."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,12 @@ def test_claims_are_recorded_and_returned_for_the_assert(monkeypatch, tmp_path, 
     assert lines[1]["paper"] is None
     assert "[FAIL] collapses" in capsys.readouterr().out
     assert gw.notebook.scale is scale
+
+
+def test_scratch_enter_prints_relative_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv(SCRATCH_ENV, str(tmp_path))
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # restored after the test
+    here = scratch("nb", enter=True)
+    assert here == Path("nb") and not here.is_absolute()
+    assert Path.cwd() == tmp_path / "full" and (Path.cwd() / "nb").is_dir()
