@@ -56,6 +56,23 @@ def _script_json(obj: Any) -> str:
     return json.dumps(obj).replace("</", "<\\/")
 
 
+def html_page(title: str, style: str, body: str, specs: list[dict[str, Any]]) -> str:
+    """A self-contained page: ``style``, the offline Vega bundle, ``title`` and ``body``.
+
+    Its script draws ``specs`` into the page's elements ``chart0``, ``chart1``, ...
+    """
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{style}</style>
+<script>{vega_bundle()}</script>
+</head><body>
+<h1>{html.escape(title)}</h1>
+{body}
+{embed_script(specs)}
+</body></html>
+"""
+
+
 def embed_script(specs: list[dict[str, Any]]) -> str:
     """The ``<script>`` that draws ``specs`` into the elements ``chart0``, ``chart1``, ..."""
     return f"""<script>
@@ -179,19 +196,10 @@ def render_report(
     if charts:
         body += "<h2>metrics</h2>" if panels else ""
         body += f'<div class="grid">{"".join(charts)}</div>'
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-<script>{vega_bundle()}</script>
-</head><body>
-<h1>{html.escape(title)}</h1>
-<div class="top">{story}<section id="run"><table class="summary">{rows}</table>
+    top = f"""<div class="top">{story}<section id="run"><table class="summary">{rows}</table>
 <details><summary>config and versions</summary><pre>{html.escape(config)}</pre></details>
-</section></div>
-{body}
-{embed_script(specs)}
-</body></html>
-"""
+</section></div>"""
+    return html_page(title, _STYLE, f"{top}\n{body}", specs)
 
 
 def write_report(

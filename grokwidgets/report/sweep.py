@@ -17,7 +17,7 @@ from typing import Any
 
 import xarray as xr
 
-from grokwidgets.report.html import embed_script
+from grokwidgets.report.html import html_page
 from grokwidgets.store.sweep import SweepAlignmentWarning, open_sweep
 from grokwidgets.views.sweep import (
     curves_chart,
@@ -26,7 +26,6 @@ from grokwidgets.views.sweep import (
     sweep_dims,
     time_to_grok,
 )
-from grokwidgets.views.vega import vega_bundle
 
 __all__ = [
     "SWEEP_REPORT_NAME",
@@ -119,22 +118,14 @@ def render_sweep_report(ds: xr.Dataset, title: str = "grokwidgets sweep report")
         f'<h2>{html.escape(t)}</h2><div id="chart{i}" class="chart"></div>'
         for i, (t, _) in enumerate(specs)
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-<script>{vega_bundle()}</script>
-</head><body>
-<h1>{html.escape(title)}</h1>
-<p class="note">{len(ds["status"].values.ravel())} points over {html.escape(", ".join(dims))}:
-{html.escape(counts)}.</p>
+    points = f"{len(ds['status'].values.ravel())} points over {', '.join(dims)}: {counts}."
+    body = f"""<p class="note">{html.escape(points)}</p>
 {divs}
 <h2>points</h2>
 <p class="note">memorized / generalized: the step train accuracy reached 0.99 / test accuracy
 0.95 (loss-based for regression); final values at each run's last record.</p>
-{_points_table(ds)}
-{embed_script([s for _, s in specs])}
-</body></html>
-"""
+{_points_table(ds)}"""
+    return html_page(title, _STYLE, body, [s for _, s in specs])
 
 
 def write_sweep_report(
