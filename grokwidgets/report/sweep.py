@@ -96,7 +96,7 @@ def _points_table(ds: xr.Dataset) -> str:
         if isinstance(v, float):
             if v != v:  # NaN
                 return "—"
-            return f"{v:.3f}" if abs(v) < 1 else f"{v:,.0f}"
+            return f"{v:,.0f}" if v.is_integer() else f"{v:.3g}"  # steps; decays, accuracies
         return html.escape(str(v))
 
     rows = "".join(
