@@ -41,8 +41,9 @@ LOCK_WAIT = 60.0
 #:
 #: - A point whose worker dies is reported ``lost``, not retried behind the user's back (the
 #:   next ``sweep()`` resumes it from its checkpoint).
-#: - A worker holds only the point it runs (the others wait at the scheduler), so a dying
-#:   worker takes no queued point with it.
+#: - A worker is handed one point at a time (the others wait at the scheduler), so a dying
+#:   worker rarely takes a second point with it; if it does, that point is reported ``lost``
+#:   too and the next call runs it.
 #: - The worker processes start with one BLAS/OpenMP thread but *without* dask's default
 #:   ``MALLOC_TRIM_THRESHOLD_=65536``: glibc then hands freed memory back to the OS at once,
 #:   and torch's many short-lived tensors made every run 1.6x slower in a worker than alone
