@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -19,6 +18,7 @@ import xarray as xr
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.views.charts import metric_chart, metric_frame
 from grokwidgets.views.frame import Table
+from grokwidgets.views.lazy_altair import alt
 from grokwidgets.views.panels import Panel, inline_spec, panel_spec, panels_for
 from grokwidgets.views.story import story
 from grokwidgets.views.stream import DEFAULT_BUDGET, downsample_table

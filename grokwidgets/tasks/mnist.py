@@ -10,6 +10,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -228,6 +229,8 @@ def mnist(
     path: str | os.PathLike[str] | None = None,
     url: str = KERAS_URL,
     download: bool = True,
+    label_noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> Task:
     r"""Handwritten digits 0–9: the MNIST database as Keras ships it.
 
@@ -266,6 +269,16 @@ def mnist(
         Where to download from, by default Keras' address :data:`KERAS_URL`.
     download : bool
         Whether to download when the file is found nowhere.
+    label_noise : float
+        Fraction of the *training* labels replaced by a wrong one, in [0, 1): exactly
+        ``round(label_noise * n_train)`` rows, chosen at random, each given a class drawn
+        uniformly from the nine incorrect ones. Drawn once (not per epoch) with a
+        ``torch.Generator`` seeded with ``noise_seed``; the test labels stay clean. This is the
+        label noise of epoch-wise double descent (Nakkiran et al. 2019 [3]_: "a uniformly random
+        incorrect label", there with probability p per sample, here an exact count). The flipped
+        rows are ``meta["noisy_rows"]`` and their true labels ``meta["clean_labels"]``.
+    noise_seed : int
+        Seed of the label noise (independent of ``seed``, which picks the subset).
 
     Returns
     -------
@@ -289,6 +302,8 @@ def mnist(
     .. [1] LeCun, Cortes & Burges. The MNIST database of handwritten digits. CC BY-SA 3.0.
     .. [2] Liu, Michaud & Tegmark (2022). Omnigrok: Grokking beyond algorithmic data.
        arXiv:2210.01117.
+    .. [3] Nakkiran, Kaplun, Bansal, Yang, Barak & Sutskever (2019). Deep double descent: where
+       bigger models and more data hurt. arXiv:1912.02292.
     """
     n_train = check_int("n_train", n_train, 1, N_TRAIN_MAX)
     n_test = check_int("n_test", n_test, 1, N_TEST_MAX)
@@ -308,6 +323,14 @@ def mnist(
         msg = f"url must be a str, got {url!r}."
         raise ValueError(msg)
     download = bool(download)
+    if isinstance(label_noise, bool) or not isinstance(label_noise, int | float):
+        msg = f"label_noise must be a number in [0, 1), got {label_noise!r}."
+        raise ValueError(msg)
+    label_noise = float(label_noise)
+    if not 0.0 <= label_noise < 1.0:
+        msg = f"label_noise must be a fraction of the training labels in [0, 1), got {label_noise}."
+        raise ValueError(msg)
+    noise_seed = check_int("noise_seed", noise_seed, 0, 2**63 - 1)
 
     file = _locate(path, url, download)
     arrays = _load_arrays(file)
@@ -326,12 +349,19 @@ def mnist(
     def labels(key: str, idx: np.ndarray | slice) -> torch.Tensor:
         return torch.from_numpy(arrays[key][idx].astype(np.int64))
 
+    y_train = labels("y_train", train_idx)
+    meta: dict[str, Any] = {"image_shape": [28, 28], "sha256": MNIST_SHA256, "source": str(file)}
     subset = "" if seed is None else f", seed={seed}"
+    if label_noise > 0:
+        y_train, noisy = _flip_labels(y_train, label_noise, noise_seed)
+        meta["noisy_rows"] = noisy.tolist()
+        meta["clean_labels"] = labels("y_train", train_idx)[noisy].tolist()
+        subset += f", label_noise={label_noise:g}"
     return Task(
         name=f"mnist(n_train={n_train}, n_test={n_test}{subset})",
         kind="classification",
         x_train=images("x_train", train_idx),
-        y_train=labels("y_train", train_idx),
+        y_train=y_train,
         x_test=images("x_test", test_idx),
         y_test=labels("y_test", test_idx),
         n_outputs=10,
@@ -344,6 +374,20 @@ def mnist(
             "path": None if path is None else os.fspath(path),
             "url": url,
             "download": download,
+            "label_noise": label_noise,
+            "noise_seed": noise_seed,
         },
-        meta={"image_shape": [28, 28], "sha256": MNIST_SHA256, "source": str(file)},
+        meta=meta,
     )
+
+
+def _flip_labels(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y`` with ``round(fraction * n)`` random rows moved to a uniformly drawn wrong class."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(y)
+    rows = torch.randperm(n, generator=gen)[: round(fraction * n)].sort().values
+    # A shift of 1..9 classes (mod 10) is a uniform draw among the nine wrong labels.
+    shift = torch.randint(1, 10, (len(rows),), generator=gen)
+    out = y.clone()
+    out[rows] = (y[rows] + shift) % 10
+    return out, rows

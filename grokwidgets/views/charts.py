@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.phases import select_metric
+from grokwidgets.views.lazy_altair import alt
 
 #: Metrics plotted on a log y axis (positive and spanning orders of magnitude).
 LOG_Y = ("loss", "norm", "grad")

@@ -11,11 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import altair as alt
-
 from grokwidgets.diagnostics.phases import PHASES
 from grokwidgets.views.charts import step_axis
 from grokwidgets.views.frame import Table
+from grokwidgets.views.lazy_altair import alt
 from grokwidgets.views.story import SHADED_PHASES, STORY_DATASETS
 
 #: Width and height of one chart, in pixels.

@@ -38,13 +38,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.phases import grok_times, loss_grok_times
+from grokwidgets.views.lazy_altair import alt
 
 __all__ = [
     "PHASE_COLORS",

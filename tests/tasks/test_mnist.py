@@ -109,6 +109,27 @@ def test_full_training_set_label_counts():
 
 
 @needs_shared
+def test_label_noise_flips_an_exact_share_of_training_labels_to_wrong_classes(raw):
+    clean = mnist(path=str(SHARED), n_train=2000, n_test=300)
+    noisy = mnist(path=str(SHARED), n_train=2000, n_test=300, label_noise=0.2, noise_seed=3)
+    again = mnist(path=str(SHARED), n_train=2000, n_test=300, label_noise=0.2, noise_seed=3)
+    other = mnist(path=str(SHARED), n_train=2000, n_test=300, label_noise=0.2, noise_seed=4)
+    changed = (noisy.y_train != clean.y_train).nonzero().flatten()
+    assert len(changed) == 400  # exactly 20%, every one to a wrong class
+    assert changed.tolist() == noisy.meta["noisy_rows"]
+    assert noisy.meta["clean_labels"] == clean.y_train[changed].tolist()
+    assert torch.equal(noisy.x_train, clean.x_train) and torch.equal(noisy.y_test, clean.y_test)
+    assert torch.equal(noisy.y_train, again.y_train)
+    assert not torch.equal(noisy.y_train, other.y_train)
+    # the wrong class is uniform over the nine others: shifts 1..9 each about 400 / 9 times
+    shift = ((noisy.y_train[changed] - clean.y_train[changed]) % 10).tolist()
+    counts = np.bincount(shift, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 20 and counts[1:].max() < 75
+    assert "label_noise=0.2" in noisy.name and noisy.config["label_noise"] == 0.2
+    assert "noisy_rows" not in clean.meta
+
+
+@needs_shared
 def test_seeded_subsets(raw):
     a = mnist(path=str(SHARED), n_train=300, n_test=200, seed=1)
     b = mnist(path=str(SHARED), n_train=300, n_test=200, seed=1)
@@ -323,6 +344,11 @@ def test_unreachable_url_says_where_to_put_the_file(cache_file, no_shared):
         ({"seed": -1}, "seed must be"),
         ({"flatten": False}, "flatten=False"),
         ({"url": 3}, "url must be"),
+        ({"label_noise": 1.0}, "label_noise must be"),
+        ({"label_noise": -0.1}, "label_noise must be"),
+        ({"label_noise": "0.1"}, "label_noise must be"),
+        ({"label_noise": True}, "label_noise must be"),
+        ({"noise_seed": -1}, "noise_seed must be"),
     ],
 )
 def test_bad_arguments(kwargs, match, no_shared):
