@@ -7,6 +7,7 @@ records per decade, so a 10⁷-step run holds about 350 records and still shows 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,13 +144,26 @@ def cadence_from_json(obj: dict[str, Any]) -> Cadence:
     raise ValueError(msg)
 
 
-def as_cadence(value: Cadence | int | None, default: Cadence | None = None) -> Cadence:
-    """Accept a :class:`Cadence`, an int (every ``n`` steps) or ``None`` (``default``)."""
+def as_cadence(
+    value: Cadence | int | Mapping[str, Any] | None, default: Cadence | None = None
+) -> Cadence:
+    """Accept a :class:`Cadence`, an int, ``None`` or a cadence's JSON form.
+
+    An int means every ``n`` steps, ``None`` the ``default``; the JSON form is what
+    :meth:`Cadence.to_json` writes (``{"log_per_decade": 20, "linear_until": 10}``), which is
+    how a config file or a sweep's overrides give a cadence.
+    """
     if value is None:
         return default if default is not None else Cadence.default()
     if isinstance(value, Cadence):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return Every(value)
-    msg = f"A cadence must be a Cadence, an int (every n steps) or None, got {value!r}."
+    if isinstance(value, Mapping):
+        return cadence_from_json(dict(value))
+    msg = (
+        "A cadence must be a Cadence, an int (every n steps), its JSON form "
+        "({'log_per_decade': 20, 'linear_until': 10}, {'every': 100}, ...) or None, "
+        f"got {value!r}."
+    )
     raise TypeError(msg)

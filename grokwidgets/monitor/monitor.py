@@ -32,7 +32,7 @@ from grokwidgets.store.zarr_store import ZarrRecordWriter, read_store
 from grokwidgets.tasks.base import Task
 from grokwidgets.tasks.losses import LossFn, make_loss
 
-CadenceLike = Cadence | int | None
+CadenceLike = Cadence | int | Mapping[str, Any] | None
 _RNG_KEY = "rng.torch"
 Listener = Callable[[Record], None]
 

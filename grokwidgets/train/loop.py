@@ -120,7 +120,7 @@ def train(
     dir: str | os.PathLike[str] | None = None,  # noqa: A002 (the design's public name)
     seed: int = 0,
     diagnostics: Iterable[str] = ("basic",),
-    cadence: Cadence | int | Mapping[str, Cadence | int | None] | None = None,
+    cadence: Cadence | int | Mapping[str, Cadence | int | Mapping[str, Any] | None] | None = None,
     checkpoint_cadence: Cadence | int | bool | None = None,
     resume: bool = False,
     overwrite: bool = False,

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,3 +55,13 @@ def test_every_at_union_and_json():
     assert cadence_from_json(c.to_json()).steps(40) == c.steps(40)
     assert as_cadence(4).steps(12) == [0, 4, 8, 12]
     assert At(()).next_due(0) is None
+
+
+def test_a_cadence_in_its_json_form_as_a_config_gives_it():
+    c = LogSpaced(per_decade=20, linear_until=10)
+    assert as_cadence({"log_per_decade": 20, "linear_until": 10}).steps(5000) == c.steps(5000)
+    assert as_cadence({"every": 7}).steps(20) == [0, 7, 14]
+    with pytest.raises(ValueError, match="Not a cadence description"):
+        as_cadence({"per_decade": 20})
+    with pytest.raises(TypeError, match="JSON form"):
+        as_cadence(2.5)

@@ -209,3 +209,24 @@ def test_batch_schedule_is_stateless_and_covers_each_epoch():
     torch.testing.assert_close(b.indices(9), a.indices(9))  # random access equals sequential
     once = BatchSchedule(20, 5, seed=3, shuffle="once")
     torch.testing.assert_close(once.indices(1), once.indices(5))
+
+
+def test_a_config_gives_cadences_in_their_json_form(tmp_path):
+    from grokwidgets.train.config import run_config
+
+    config = {
+        "seed": 0,
+        "task": {"family": "modular_arithmetic", "p": 7},
+        "model": {"class": "MLP", "width": 8, "embed_dim": 4},
+        "train": {
+            "steps": 20,
+            "diagnostics": ["basic"],
+            "cadence": {"default": {"every": 5}},
+            "checkpoint_cadence": {"at": [0, 10]},
+        },
+    }
+    run = run_config(config, tmp_path / "run", progress=False)
+    assert run.dataset().step.values.tolist() == [0, 5, 10, 15, 20]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["cadence"]["loss"] == {"every": 5, "start": 0}
+    assert info["config"]["checkpoint_cadence"] == {"at": [0, 10]}
