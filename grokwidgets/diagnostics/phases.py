@@ -496,12 +496,21 @@ def label_run(
     kw: dict[str, np.ndarray] = {}
     names = ("train_acc", "test_acc") if use_acc else ("train_loss", "test_loss")
     for name in names:
-        kw[name] = select_metric(ds, name).values
-    labels = label_phases(
-        **kw,
-        steps=ds["step"].values,
-        chance=chance,
-        mode="accuracy" if use_acc else "loss",
-        rules=rules,
-    )
+        kw[name] = np.asarray(select_metric(ds, name).values, dtype=np.float64)
+    steps = np.asarray(ds["step"].values)
+    # Rows recorded only by another family (a mechanism family on its own cadence) have no
+    # curves: they take the label of the last row that has them, not "undetermined".
+    known = np.isfinite(kw[names[0]]) | np.isfinite(kw[names[1]])
+    labels = np.full(len(steps), PHASES[0], dtype="<U13")
+    if known.any():
+        labels[known] = label_phases(
+            **{k: v[known] for k, v in kw.items()},
+            steps=steps[known],
+            chance=chance,
+            mode="accuracy" if use_acc else "loss",
+            rules=rules,
+        )
+        last = np.maximum.accumulate(np.where(known, np.arange(len(steps)), -1))
+        later = ~known & (last >= 0)
+        labels[later] = labels[last[later]]
     return xr.DataArray(labels, coords={"step": ds["step"].values}, dims="step", name="phase")

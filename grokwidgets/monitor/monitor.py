@@ -63,8 +63,8 @@ class Monitor:
         decade, :data:`~grokwidgets.diagnostics.registry.MECHANISM_CADENCE`); a cadence
         given for all, or as ``"default"``, applies to them too.
     loss : str or callable
-        The training loss (``"auto"``, ``"cross_entropy"``, ``"mse"``, or a function
-        ``(outputs, targets) -> scalar``), used for ``train_loss``/``test_loss``.
+        The training loss (``"auto"``, ``"cross_entropy"``, ``"mse"``, ``"centred_mse"``, or a
+        function ``(outputs, targets) -> scalar``), used for ``train_loss``/``test_loss``.
     optimizer : torch.optim.Optimizer, optional
         Saved in checkpoints with the model, so a run can resume.
     checkpoint_cadence : Cadence, int or False, optional

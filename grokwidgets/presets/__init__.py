@@ -66,6 +66,42 @@ PRESETS: dict[str, dict[str, Any]] = {
             "shuffle": "once",
         },
     },
+    "li2-modular": {
+        "description": (
+            "Li2 (Tian 2025, arXiv:2509.21519): a + b mod 23 from half the pairs, one-hot "
+            "inputs concat(onehot(a), onehot(b)), sigma(XW)V with x^2 activation and no biases "
+            "(256 hidden nodes), the centred one-hot MSE of the paper's code (summed over "
+            "classes), Adam with coupled L2 weight decay 5e-4, lr 1e-3, full batch. The train "
+            "fraction 0.5 is above the critical 2.7482 ln M / M = 0.375: train accuracy 100% by "
+            "step ~40, test 90% at ~800; at 0.3 it only memorizes. The paper's defaults: "
+            "task.p=127 model.width=512 train.weight_decay=1e-4 task.train_fraction=0.3."
+        ),
+        "seed": 0,
+        "task": {
+            "family": "modular_arithmetic",
+            "p": 23,
+            "op": "+",
+            "train_fraction": 0.5,
+            "seed": 0,
+            "encoding": "onehot",
+        },
+        "model": {
+            "class": "MLP",
+            "width": 256,
+            "depth": 1,
+            "activation": "square",
+            "bias": False,
+            "seed": 0,
+        },
+        "train": {
+            "steps": 3000,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "weight_decay": 5e-4,
+            "loss": "centred_mse",
+            "diagnostics": ["basic", "li2"],
+        },
+    },
 }
 
 

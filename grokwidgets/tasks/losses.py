@@ -11,7 +11,7 @@ from torch import Tensor
 from grokwidgets.tasks.base import Task
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-LOSSES = ("auto", "cross_entropy", "mse")
+LOSSES = ("auto", "cross_entropy", "mse", "centred_mse")
 
 
 def make_loss(name: str, task: Task) -> LossFn:
@@ -22,12 +22,37 @@ def make_loss(name: str, task: Task) -> LossFn:
     classes (``torch.nn.MSELoss`` default, as in Omnigrok, Liu et al. 2022):
 
     .. math:: L = \frac{1}{nC}\sum_{i,c} (f_c(x_i) - \mathbb{1}[y_i = c])^2
+
+    ``"centred_mse"`` (classification only) is the loss of Tian's Li₂ code (arXiv:2509.21519,
+    ``compute_loss`` with ``loss_type="mse"``): squared error between the outputs with their
+    mean over classes removed and the centred one-hot target, *summed* over the C classes and
+    averaged over samples,
+
+    .. math::
+
+        L = \frac1n\sum_i \sum_c \Big(f_c(x_i) - \bar f(x_i) - \big(\mathbb{1}[y_i = c]
+        - \tfrac1C\big)\Big)^2, \qquad \bar f(x) = \tfrac1C\sum_c f_c(x).
+
+    It is C times ``"mse"`` on centred quantities, so weight decay set for it is not the same
+    strength as for ``"mse"``; and it ignores a constant shift of all outputs.
     """
     if name not in LOSSES:
         msg = f"Unknown loss {name!r}. Valid losses: {list(LOSSES)}."
         raise ValueError(msg)
     if name == "auto":
         name = "cross_entropy" if task.kind == "classification" else "mse"
+    if name == "centred_mse":
+        if task.kind != "classification":
+            msg = "centred_mse needs a classification task (a one-hot target); use loss='mse'."
+            raise ValueError(msg)
+        n_cls = task.n_outputs
+
+        def centred_mse(out: Tensor, y: Tensor) -> Tensor:
+            target = F.one_hot(y, n_cls).to(out.dtype) - 1.0 / n_cls
+            centred = out - out.mean(dim=1, keepdim=True)
+            return (centred - target).square().sum(dim=1).mean()
+
+        return centred_mse
     if name == "cross_entropy":
         if task.kind != "classification":
             msg = "cross_entropy needs a classification task; use loss='mse' for regression."

@@ -6,12 +6,16 @@ import numbers
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_int
 from .base import Task, register_family
 
-__all__ = ["OPS", "modular_arithmetic"]
+__all__ = ["ENCODINGS", "OPS", "modular_arithmetic"]
+
+#: How a pair (a, b) is given to the model: token ids, or concatenated one-hot vectors.
+ENCODINGS = ("tokens", "onehot")
 
 
 def _add(a: Tensor, b: Tensor, p: int) -> Tensor:
@@ -59,7 +63,11 @@ def _is_prime(n: int) -> bool:
 
 @register_family("modular_arithmetic")
 def modular_arithmetic(
-    p: int = 97, op: str = "+", train_fraction: float = 0.3, seed: int = 0
+    p: int = 97,
+    op: str = "+",
+    train_fraction: float = 0.3,
+    seed: int = 0,
+    encoding: str = "tokens",
 ) -> Task:
     r"""All equations ``a op b = c (mod p)``, split at random into train and test.
 
@@ -85,12 +93,19 @@ def modular_arithmetic(
         Fraction of all pairs used for training, strictly between 0 and 1 (both splits non-empty).
     seed : int
         Non-negative seed of the ``torch.Generator`` that draws the split.
+    encoding : {"tokens", "onehot"}
+        ``"tokens"``: ``x`` holds the int64 token pairs ``(a, b)``, for a model with an
+        embedding. ``"onehot"``: ``x`` is ``concat(onehot(a), onehot(b))``, float32 of width
+        ``2p``, the fixed input of Tian's Li₂ network σ(XW)V [2]_ (and of Gromov 2023), so the
+        first layer's weights are the weights on the one-hot inputs themselves.
 
     Returns
     -------
     Task
-        Classification task; ``x`` holds int64 token pairs ``(a, b)`` of shape ``(n, 2)``,
-        ``y`` the int64 class ``c``; ``input_kind="tokens"``, ``vocab_size = n_outputs = p``.
+        Classification task; ``y`` is the int64 class ``c``, ``n_outputs = p``. Tokens:
+        ``x`` of shape ``(n, 2)``, ``input_kind="tokens"``, ``vocab_size = p``. One-hot:
+        ``x`` of shape ``(n, 2p)``, ``input_kind="continuous"``, ``meta["encoding"] =
+        "onehot"``.
 
     Raises
     ------
@@ -102,6 +117,8 @@ def modular_arithmetic(
     ----------
     .. [1] Power, Burda, Edwards, Babuschkin & Misra (2022). Grokking: Generalization beyond
        overfitting on small algorithmic datasets. arXiv:2201.02177.
+    .. [2] Tian (2025). Provable scaling laws of feature emergence from learning dynamics of
+       grokking (Li₂). arXiv:2509.21519.
     """
     p = check_int("p", p, 2)
     seed = check_int("seed", seed, 0)
@@ -114,6 +131,9 @@ def modular_arithmetic(
         raise ValueError(msg)
     if not isinstance(op, str) or op not in OPS:
         msg = f"Unknown op {op!r}. Valid ops: {list(OPS)}."
+        raise ValueError(msg)
+    if encoding not in ENCODINGS:
+        msg = f"Unknown encoding {encoding!r}. Valid encodings: {list(ENCODINGS)}."
         raise ValueError(msg)
     if op == "/" and not _is_prime(p):
         msg = f"op='/' needs a prime modulus (b must have an inverse mod p), got p={p}."
@@ -135,13 +155,16 @@ def modular_arithmetic(
         )
         raise ValueError(msg)
 
-    x = torch.stack([a, b], dim=1)
     y = OPS[op](a, b, p)
+    x = torch.stack([a, b], dim=1)
+    if encoding == "onehot":
+        x = torch.cat([F.one_hot(a, p), F.one_hot(b, p)], dim=1).to(torch.float32)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
     train, test = perm[:n_train], perm[n_train:]
+    onehot = encoding == "onehot"
     return Task(
-        name=f"modular_arithmetic(p={p}, op={op!r})",
+        name=f"modular_arithmetic(p={p}, op={op!r}{', onehot' if onehot else ''})",
         kind="classification",
         x_train=x[train],
         y_train=y[train],
@@ -154,8 +177,9 @@ def modular_arithmetic(
             "op": op,
             "train_fraction": train_fraction,
             "seed": seed,
+            "encoding": encoding,
         },
-        input_kind="tokens",
-        vocab_size=p,
-        meta={"p": p, "op": op},
+        input_kind="continuous" if onehot else "tokens",
+        vocab_size=None if onehot else p,
+        meta={"p": p, "op": op, "encoding": encoding},
     )

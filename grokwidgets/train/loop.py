@@ -149,7 +149,7 @@ def train(
     lr, weight_decay : float
     batch_size : int, optional
         Minibatch size; ``None`` (default) trains full batch.
-    loss : {"auto", "cross_entropy", "mse"}
+    loss : {"auto", "cross_entropy", "mse", "centred_mse"}
         ``auto``: cross-entropy for classification, MSE for regression.
     dir : path-like, optional
         Run directory (``metrics.zarr``, ``checkpoints/``, ``run.json``); in memory without.

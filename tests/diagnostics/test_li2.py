@@ -260,8 +260,8 @@ def test_two_layer_net_through_a_monitor_matches_brute_force(tiny):
     assert metric(ds, "li2_energy_mean", "readout", 3) == pytest.approx(ref["energy"].mean())
     w = torch.cat([model.encoder[0].weight, model.encoder[0].bias[:, None]], 1).detach()
     change = float((w - w0).norm() / w0.norm())
-    assert metric(ds, "li2_weight_change", "readout", 3) == pytest.approx(change, rel=1e-10)
-    assert metric(ds, "li2_weight_change", "readout", 0) == 0
+    assert metric(ds, "li2_weight_change", "encoder.0", 3) == pytest.approx(change, rel=1e-10)
+    assert metric(ds, "li2_weight_change", "encoder.0", 0) == 0
     # the stage code follows the rule on the recorded alignment curve
     alignments = metric(ds, "li2_grad_alignment", "readout")
     np.testing.assert_array_equal(metric(ds, "li2_stage", "model"), li2.stage_codes(alignments))
@@ -332,8 +332,8 @@ def test_deeper_mlp_gets_readout_quantities_and_reasons_for_the_rest():
     reasons = ds.attrs["nan_reasons"]
     assert np.isnan(metric(ds, "li2_stage", "model", 0))
     assert "more than one hidden layer" in reasons["li2_stage"]["model"]
-    assert np.isnan(metric(ds, "li2_weight_change", "readout", 0))
-    assert "two-layer" in reasons["li2_weight_change"]["readout"]
+    assert np.isnan(metric(ds, "li2_weight_change", "encoder.0", 0))
+    assert "two-layer" in reasons["li2_weight_change"]["encoder.0"]
     # the first hidden layer still reads the tokens: its Fourier features are defined
     assert np.isfinite(metric(ds, "fourier_concentration_mean", "encoder.0", 0))
 
@@ -404,8 +404,8 @@ def test_repeated_and_resumed_records_are_identical(tmp_path, mod_task):
     full, cut = gw.open_run(tmp_path / "full"), gw.open_run(tmp_path / "cut")
     for var in ("metrics", "li2_energy", "fourier_concentration", "fourier_frequency"):
         xr.testing.assert_identical(full[var], cut[var])
-    assert np.isfinite(metric(full, "li2_weight_change", "readout")[1:]).all()
-    assert metric(full, "li2_weight_change", "readout")[-1] > 0
+    assert np.isfinite(metric(full, "li2_weight_change", "encoder.0")[1:]).all()
+    assert metric(full, "li2_weight_change", "encoder.0")[-1] > 0
     # the same state recorded twice gives the same numbers
     mon = gw.Monitor(full_run.model, mod_task, diagnostics=["li2"])
     a, b = mon.record(0, force=True), mon.record(1, force=True)
@@ -414,3 +414,61 @@ def test_repeated_and_resumed_records_are_identical(tmp_path, mod_task):
     for var, per_layer in a.arrays.items():
         for layer, arr in per_layer.items():
             np.testing.assert_array_equal(arr, b.arrays[var][layer])
+
+
+def test_one_hot_inputs_give_the_same_net_as_an_identity_embedding():
+    """Tian's σ(XW)V on concat(onehot(a), onehot(b)) equals a token MLP whose embedding is I."""
+    p = 11
+    onehot = gw.tasks.modular_arithmetic(p=p, train_fraction=0.5, encoding="onehot")
+    tokens = gw.tasks.modular_arithmetic(p=p, train_fraction=0.5)
+    assert onehot.x_train.shape == (len(tokens.x_train), 2 * p)
+    a, b = tokens.x_train[:, 0], tokens.x_train[:, 1]
+    assert torch.equal(onehot.x_train[torch.arange(len(a)), a], torch.ones(len(a)))
+    assert torch.equal(onehot.x_train[torch.arange(len(b)), p + b], torch.ones(len(b)))
+    assert torch.equal(onehot.x_train.sum(1), torch.full((len(a),), 2.0))
+    assert torch.equal(onehot.y_train, tokens.y_train)
+    kw = {"width": 16, "depth": 1, "activation": "square", "bias": False, "seed": 3}
+    m1 = gw.models.MLP.for_task(onehot, **kw)
+    m2 = gw.models.MLP.for_task(tokens, embed_dim=p, **kw)
+    with torch.no_grad():
+        m2.embed.weight.copy_(torch.eye(p))
+        m2.encoder[0].weight.copy_(m1.encoder[0].weight)
+        m2.readout.weight.copy_(m1.readout.weight)
+    torch.testing.assert_close(m1(onehot.x_test), m2(tokens.x_test))
+    got = {}
+    for task, model in ((onehot, m1), (tokens, m2)):
+        mon = gw.Monitor(model, task, diagnostics=["li2"])
+        mon.record(0, force=True)
+        got[task.meta["encoding"]] = mon.dataset()
+    share = li2.fourier_concentration(m1.encoder[0].weight.detach().double(), p).numpy()
+    for ds in got.values():
+        np.testing.assert_allclose(
+            ds["fourier_concentration"].sel(step=0, layer="encoder.0"), share
+        )
+    for name in ("fourier_concentration_mean", "li2_energy_mean", "li2_grad_norm"):
+        layer = "encoder.0" if name.startswith("fourier") else "readout"
+        assert metric(got["onehot"], name, layer, 0) == pytest.approx(
+            metric(got["tokens"], name, layer, 0), rel=1e-6
+        )
+
+
+def test_unknown_encoding_is_refused():
+    with pytest.raises(ValueError, match="Valid encodings"):
+        gw.tasks.modular_arithmetic(p=5, encoding="binary")
+
+
+def test_li2_preset_is_tians_net_and_groks_above_the_critical_fraction(tmp_path):
+    from grokwidgets.diagnostics.phases import time_to_grok
+    from grokwidgets.train.config import run_config
+
+    cfg = get_preset("li2-modular")
+    cfg["train"]["steps"] = 1000
+    cfg["train"]["diagnostics"] = ["basic"]
+    run = run_config(cfg, tmp_path / "run", progress=False)
+    model = run.model
+    assert [n for n, _ in model.named_parameters()] == ["encoder.0.weight", "readout.weight"]
+    assert model.encoder[0].weight.shape == (256, 2 * 23)  # reads concat(onehot(a), onehot(b))
+    times = time_to_grok(run.dataset(), test_threshold=0.9)
+    assert times.memorized is not None and times.memorized <= 100
+    assert times.generalized is not None and times.generalized >= 5 * times.memorized
+    assert 2.7482 * math.log(23) / 23 < cfg["task"]["train_fraction"]

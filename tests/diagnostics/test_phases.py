@@ -212,6 +212,28 @@ def test_regression_run_uses_the_loss_versions():
         time_to_grok(ds)
 
 
+def test_rows_of_another_family_take_the_last_known_label():
+    """A mechanism family on its own cadence adds rows without accuracies: no label flicker."""
+    train = sigmoid((STEPS - 300) / 40.0)
+    test = 0.05 + 0.95 * sigmoid((STEPS - 2500) / 60.0)
+    plain = dataset({"train_acc": train, "test_acc": test})
+    # the same run with extra rows half-way between records, holding only another metric
+    mid = STEPS[:-1] + 5
+    steps = np.sort(np.concatenate([STEPS, mid]))
+    nan = np.full(len(steps), np.nan)
+    at = np.searchsorted(steps, STEPS)
+    tr, te, other = nan.copy(), nan.copy(), np.ones(len(steps))
+    tr[at], te[at] = train, test
+    mixed = dataset({"train_acc": tr, "test_acc": te, "li2_stage": other}, steps=steps)
+    want = label_run(plain).values
+    got = label_run(mixed)
+    np.testing.assert_array_equal(got.sel(step=STEPS).values, want)
+    # each extra row carries the label of the record just before it
+    np.testing.assert_array_equal(got.sel(step=mid).values, want[:-1])
+    assert "undetermined" not in set(got.values) - set(want)
+    assert {"memorization", "grokking", "generalized"} <= set(want)
+
+
 # -- times ---------------------------------------------------------------------------------
 
 

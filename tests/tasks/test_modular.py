@@ -81,6 +81,7 @@ def test_task_fields():
         "op": "*",
         "train_fraction": 0.4,
         "seed": 0,
+        "encoding": "tokens",
     }
 
 

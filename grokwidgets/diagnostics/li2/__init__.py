@@ -41,7 +41,8 @@ Metrics (layer = the readout's module path unless said; rows = the train rows, a
   :math:`K \times K` Gram matrix, never the :math:`n \times n` one.
 - ``li2_energy_mean`` the mean of :math:`E_j` over nodes; the array ``li2_energy`` (dim
   ``li2_node``) holds every :math:`E_j`.
-- ``li2_weight_change`` :math:`\|W - W_0\|_F / \|W_0\|_F` of the hidden nodes' input weights
+- ``li2_weight_change`` (layer = the first layer, e.g. ``encoder.0``)
+  :math:`\|W - W_0\|_F / \|W_0\|_F` of the hidden nodes' input weights
   (bias included; for token inputs the embedding composed with the first layer, i.e. the
   weights on the one-hot inputs), :math:`W_0` when the monitor started. Two-layer nets only.
 - ``li2_stage`` (layer ``model``): a numeric code, see :data:`STAGES` and :func:`stage_code`.
@@ -49,7 +50,8 @@ Metrics (layer = the readout's module path unless said; rows = the train rows, a
 - ``fourier_concentration_mean`` (layer = the first hidden layer): mean over its nodes of
   :func:`fourier_concentration` of the node's weights on the one-hot tokens; arrays
   ``fourier_concentration`` and ``fourier_frequency`` (dim ``fourier_node``) hold each node's
-  share and dominant frequency. Modular addition/subtraction with an embedding MLP only.
+  share and dominant frequency. Modular addition/subtraction only, with token inputs through an
+  embedding or one-hot inputs (``modular_arithmetic(encoding="onehot")``).
 
 Bad input: a model that is not two-layer (deeper MLPs, transformers) gets every quantity
 defined by the readout and its input (``li2_grad_*``, ``li2_ftf_offdiag``, ``li2_fft_dist``,
@@ -238,8 +240,9 @@ def _train_rows(task: Task, opts: Li2Options) -> tuple[Tensor, Tensor]:
 def _fourier_p(task: Task) -> tuple[int, str]:
     """(p, "") when the task is modular addition/subtraction with token inputs, else (0, why)."""
     p, op = task.meta.get("p"), task.meta.get("op")
-    if task.input_kind != "tokens" or not isinstance(p, int):
-        return 0, "not a modular-arithmetic task with token inputs (no p in task.meta)"
+    onehot = task.meta.get("encoding") == "onehot"
+    if not isinstance(p, int) or not (task.input_kind == "tokens" or onehot):
+        return 0, "not a modular-arithmetic task with token or one-hot inputs (no p in meta)"
     if op not in _ADDITIVE_OPS:
         return 0, (
             f"op {op!r} is not addition or subtraction: the DFT over token ids diagonalises "
@@ -275,8 +278,10 @@ def _li2_fn(name: str, opts: Li2Options) -> DiagnosticFn:
         for metric in _READOUT_METRICS:
             out[metric] = {r_layer: values[metric]}
 
+        # the first layer's weights: stored under that layer (the readout's when there is none)
+        w_layer = net.first or r_layer
         if net.not_two_layer:
-            change = probe.nan("li2_weight_change", net.not_two_layer, r_layer)
+            change = probe.nan("li2_weight_change", net.not_two_layer, w_layer)
         else:
             w0 = probe.state.get(f"{name}.w0")
             w = input_weights(probe.model, net, bias=True)
@@ -284,11 +289,11 @@ def _li2_fn(name: str, opts: Li2Options) -> DiagnosticFn:
                 change = probe.nan(
                     "li2_weight_change",
                     "no initial weights stored (the run started without this diagnostic)",
-                    r_layer,
+                    w_layer,
                 )
             else:
                 change = float(torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0))
-        out["li2_weight_change"] = {r_layer: change}
+        out["li2_weight_change"] = {w_layer: change}
 
         if net.not_two_layer:
             stage = probe.nan("li2_stage", net.not_two_layer)
@@ -369,9 +374,14 @@ def _readout_values(
 def _fourier_values(probe: Probe, net: Net, task: Task, out: dict[str, Any]) -> None:
     layer = net.first or MODEL_LAYER
     p, why = _fourier_p(task)
-    if not why and net.embed is None:
+    onehot = task.meta.get("encoding") == "onehot"
+    if not why and onehot:
+        # one-hot inputs: the first layer's weights are already the weights on the one-hot tokens
+        if net.first is None:
+            why = "no nn.Linear layer reads the one-hot inputs directly"
+    elif not why and net.embed is None:
         why = "the first hidden layer does not read the token embeddings of an nn.Embedding"
-    if not why:
+    if not why and not onehot:
         emb = probe.model.get_submodule(str(net.embed))
         assert isinstance(emb, nn.Embedding)
         if emb.num_embeddings != p:
