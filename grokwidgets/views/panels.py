@@ -204,7 +204,7 @@ def li2_chart(cursor: bool = False) -> alt.TopLevelMixin:
     )
     structure = _series("li2_structure", "back-propagated gradient G_F", _lin("ratio"))
     fourier = _series(
-        "fourier", "Fourier concentration (mean over nodes)", _lin("top-frequency share", [0, 1])
+        "fourier", "Fourier concentration (first layer)", _lin("top-frequency share", [0, 1])
     )
     return alt.hconcat(
         _cursor(stage, cursor), _cursor(structure, cursor), _cursor(fourier, cursor)

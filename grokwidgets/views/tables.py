@@ -43,7 +43,14 @@ TIME_SERIES: dict[str, tuple[Series, ...]] = {
         Series("li2_grad_alignment", layer="readout", label="G_F alignment"),
         Series("li2_ftf_offdiag", layer="readout", label="F̃ᵀF̃ off-diagonal"),
     ),
-    "fourier": (Series("fourier_concentration_mean", layer=None, skip_model=True),),
+    # one layer (the first hidden) records these, so a label per metric is one line each
+    "fourier": (
+        Series("fourier_concentration_mean", layer=None, skip_model=True, label="mean over nodes"),
+        Series(
+            "fourier_concentration_weighted", layer=None, skip_model=True, label="power-weighted"
+        ),
+        Series("fourier_live_share", layer=None, skip_model=True, label="live nodes ≥ 0.5"),
+    ),
     # compressibility and information geometry (diagnostics/compress.py, infogeo.py)
     "compression": (
         Series("test_compression_factor", label="Fisher"),

@@ -472,3 +472,48 @@ def test_li2_preset_is_tians_net_and_groks_above_the_critical_fraction(tmp_path)
     assert times.memorized is not None and times.memorized <= 100
     assert times.generalized is not None and times.generalized >= 5 * times.memorized
     assert 2.7482 * math.log(23) / 23 < cfg["task"]["train_fraction"]
+
+
+def test_weighted_concentration_and_live_share_against_a_hand_count():
+    p = 13
+    a = np.arange(p)
+    # node 0: a pure cosine at frequency 3, large; node 1: frequency 5 plus frequency 2 at
+    # half the amplitude, large; node 2: white noise at 1/100 the size (a node weight decay
+    # shrank); node 3: constant (no non-constant power at all)
+    rng = np.random.default_rng(0)
+    rows = [
+        np.concatenate([np.cos(2 * np.pi * 3 * a / p), np.cos(2 * np.pi * 3 * a / p + 1)]),
+        np.concatenate([np.cos(2 * np.pi * 5 * a / p) + 0.5 * np.sin(2 * np.pi * 2 * a / p)] * 2),
+        0.01 * rng.standard_normal(2 * p),
+        np.full(2 * p, 0.7),
+    ]
+    w = np.stack(rows)
+    power = li2.fourier_power(w, p).numpy()
+    ac = power[:, 1:]
+    kappa = ac.max(1) / np.where(ac.sum(1) > 0, ac.sum(1), np.nan)
+    np.testing.assert_allclose(kappa[:2], [1.0, 1 / 1.25])
+    # weighted: sum of top powers over sum of powers (the constant row adds nothing)
+    want = ac.max(1).sum() / ac.sum()
+    got = li2.weighted_concentration(torch.as_tensor(power))
+    assert got == pytest.approx(want)
+    assert got > np.nanmean(kappa)  # the noise node drags the plain mean down, not this
+    # live: nodes 0 and 1 (node 2 has 1e-4 of their power, node 3 none); both concentrated
+    assert li2.live_concentrated_share(torch.as_tensor(power)) == 1.0
+    assert li2.live_concentrated_share(torch.as_tensor(power), threshold=0.9) == 0.5
+    assert li2.live_concentrated_share(torch.as_tensor(power), live=1e-6) == pytest.approx(2 / 3)
+    assert math.isnan(li2.weighted_concentration(torch.as_tensor(power[3:])))
+
+
+def test_fourier_metrics_recorded_beside_the_plain_mean():
+    task = gw.tasks.modular_arithmetic(p=11, train_fraction=0.5, encoding="onehot")
+    model = gw.models.MLP.for_task(task, width=8, depth=1, activation="square", bias=False)
+    mon = gw.Monitor(model, task, diagnostics=["li2"])
+    mon.record(0, force=True)
+    ds = mon.dataset()
+    power = li2.fourier_power(model.encoder[0].weight.detach().double(), 11)
+    assert metric(ds, "fourier_concentration_weighted", "encoder.0", 0) == pytest.approx(
+        li2.weighted_concentration(power)
+    )
+    assert metric(ds, "fourier_live_share", "encoder.0", 0) == pytest.approx(
+        li2.live_concentrated_share(power)
+    )

@@ -50,7 +50,11 @@ Metrics (layer = the readout's module path unless said; rows = the train rows, a
 - ``fourier_concentration_mean`` (layer = the first hidden layer): mean over its nodes of
   :func:`fourier_concentration` of the node's weights on the one-hot tokens; arrays
   ``fourier_concentration`` and ``fourier_frequency`` (dim ``fourier_node``) hold each node's
-  share and dominant frequency. Modular addition/subtraction only, with token inputs through an
+  share and dominant frequency. ``fourier_concentration_weighted`` (the same, each node weighted
+  by its Fourier power: :func:`weighted_concentration`) and ``fourier_live_share`` (the share
+  of live nodes that are concentrated: :func:`live_concentrated_share`) beside it; the
+  unweighted mean understates the features because nodes weight decay shrank to noise count
+  as much as live ones. Modular addition/subtraction only, with token inputs through an
   embedding or one-hot inputs (``modular_arithmetic(encoding="onehot")``).
 
 Bad input: a model that is not two-layer (deeper MLPs, transformers) gets every quantity
@@ -78,10 +82,14 @@ from torch import Tensor, nn
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics._shared import seeded_subset
 from grokwidgets.diagnostics.li2.fourier import (
+    CONCENTRATED,
+    LIVE_POWER,
     concentration,
     dominant_frequencies,
     fourier_concentration,
     fourier_power,
+    live_concentrated_share,
+    weighted_concentration,
 )
 from grokwidgets.diagnostics.li2.hidden import (
     Labels,
@@ -119,10 +127,12 @@ __all__ = [
     "gradient_alignment",
     "hidden_gradient",
     "independent_energy",
+    "live_concentrated_share",
     "register_li2",
     "stage_code",
     "stage_codes",
     "stage_label",
+    "weighted_concentration",
 ]
 
 _TIAN = "Tian (2025) Li2, arXiv:2509.21519"
@@ -229,7 +239,30 @@ def _metric_infos() -> list[MetricInfo]:
             "1",
             _TIAN + "; Nanda et al. (2023) arXiv:2301.05217",
         ),
+        MetricInfo(
+            "fourier_concentration_weighted",
+            "the first hidden layer's nodes' concentrations averaged with their non-constant "
+            "Fourier power (squared centred weight norm) as weights: the share of the layer's "
+            "power on each node's own top frequency (modular addition)",
+            "1",
+            _TIAN + "; Nanda et al. (2023) arXiv:2301.05217",
+        ),
+        MetricInfo(
+            "fourier_live_share",
+            f"share of the live nodes (Fourier power >= {LIVE_POWER:g} of the largest node's) "
+            f"whose concentration is >= {CONCENTRATED:g} (first hidden layer, modular addition)",
+            "1",
+            _TIAN,
+        ),
     ]
+
+
+#: The Fourier metrics with one value per layer.
+_FOURIER_SCALARS = (
+    "fourier_concentration_mean",
+    "fourier_concentration_weighted",
+    "fourier_live_share",
+)
 
 
 def _train_rows(task: Task, opts: Li2Options) -> tuple[Tensor, Tensor]:
@@ -387,17 +420,19 @@ def _fourier_values(probe: Probe, net: Net, task: Task, out: dict[str, Any]) -> 
         if emb.num_embeddings != p:
             why = f"the embedding has {emb.num_embeddings} tokens, not the group's p={p}"
     if why:
-        out["fourier_concentration_mean"] = {
-            layer: probe.nan("fourier_concentration_mean", why, layer)
-        }
+        for name in _FOURIER_SCALARS:
+            out[name] = {layer: probe.nan(name, why, layer)}
         return
-    share, freq = concentration(fourier_power(input_weights(probe.model, net, bias=False), p))
+    power = fourier_power(input_weights(probe.model, net, bias=False), p)
+    share, freq = concentration(power)
     valid = ~torch.isnan(share)
     if bool(valid.any()):
-        mean = float(share[valid].mean())
+        out["fourier_concentration_mean"] = {layer: float(share[valid].mean())}
+        out["fourier_concentration_weighted"] = {layer: weighted_concentration(power)}
+        out["fourier_live_share"] = {layer: live_concentrated_share(power)}
     else:
-        mean = probe.nan("fourier_concentration_mean", "every node's weights are constant", layer)
-    out["fourier_concentration_mean"] = {layer: mean}
+        for name in _FOURIER_SCALARS:
+            out[name] = {layer: probe.nan(name, "every node's weights are constant", layer)}
     out["fourier_concentration"] = {layer: share.numpy()}
     out["fourier_frequency"] = {
         layer: np.where(freq.numpy() < 0, np.nan, freq.numpy().astype(np.float64))

@@ -14,7 +14,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["concentration", "dominant_frequencies", "fourier_concentration", "fourier_power"]
+__all__ = [
+    "CONCENTRATED",
+    "LIVE_POWER",
+    "concentration",
+    "dominant_frequencies",
+    "fourier_concentration",
+    "fourier_power",
+    "live_concentrated_share",
+    "weighted_concentration",
+]
+
+#: A node is *live* when its non-constant Fourier power is at least this share of the largest
+#: node's (its centred weight norm at least ~10% of the largest).
+LIVE_POWER = 0.01
+#: A node is *concentrated* when at least this share of its power is on one frequency.
+CONCENTRATED = 0.5
 
 ArrayLike = Tensor | np.ndarray
 
@@ -84,6 +99,52 @@ def concentration(power: Tensor) -> tuple[Tensor, Tensor]:
     share = torch.where(none, torch.full_like(top, math.nan), top / total.clamp_min(1e-300))
     freq = torch.where(none, torch.full_like(idx, -1), idx + 1)
     return share, freq
+
+
+def _non_constant(power: Tensor) -> Tensor:
+    """The powers at k >= 1; zero on rows whose non-constant power is round-off."""
+    ac = power[:, 1:]
+    none = ~(ac.sum(dim=1) > 1e-24 * power.sum(dim=1))
+    return torch.where(none[:, None], torch.zeros_like(ac), ac)
+
+
+def weighted_concentration(power: Tensor) -> float:
+    r"""The nodes' concentrations averaged with their Fourier power as weights.
+
+    .. math::
+
+        \bar\kappa_w = \frac{\sum_j \max_{k\ge1} P_j(k)}{\sum_j \sum_{k\ge1} P_j(k)}
+        = \sum_j \frac{A_j}{\sum_l A_l}\,\kappa_j, \qquad A_j = \sum_{k \ge 1} P_j(k),
+
+    the share of all the layer's non-constant power that sits on each node's own top
+    frequency. :math:`A_j` is node :math:`j`'s squared centred weight norm (Parseval), so
+    nodes that weight decay shrank to noise hardly count, where the unweighted mean of
+    :math:`\kappa_j` counts them as much as the live ones and understates the features the
+    network uses. NaN when no node has non-constant power.
+    """
+    ac = _non_constant(power)
+    total = float(ac.sum())
+    if not total > 0:
+        return math.nan
+    return float(ac.max(dim=1).values.sum()) / total
+
+
+def live_concentrated_share(
+    power: Tensor, live: float = LIVE_POWER, threshold: float = CONCENTRATED
+) -> float:
+    """Among the live nodes, the share whose concentration is at least ``threshold``.
+
+    A node is live when its non-constant power :math:`A_j` is at least ``live`` times the
+    largest node's. NaN when no node has non-constant power.
+    """
+    ac = _non_constant(power)
+    amount = ac.sum(dim=1)
+    top = float(amount.max()) if len(amount) else 0.0
+    if not top > 0:
+        return math.nan
+    alive = amount >= live * top
+    share = ac.max(dim=1).values[alive] / amount[alive]
+    return float((share >= threshold).to(torch.float64).mean())
 
 
 def fourier_concentration(weight: ArrayLike, p: int) -> Tensor:
