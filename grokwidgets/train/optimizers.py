@@ -95,8 +95,14 @@ class Muon(torch.optim.Optimizer):
     orthogonalisation it gives the same update as classic momentum :math:`B_t = \beta B_{t-1} +
     G_t`. Newton–Schulz runs in float32 (float64 for float64 parameters), never bfloat16.
 
+    With ``rms_scale=False`` the shape factor is left out (:math:`\eta\,\operatorname{NS}_5(M_t)`),
+    as in the Muon of Tian's Li₂ code (``update_rms_compensate=False``).
+
     **AdamW groups** (``use_muon=False``): exactly ``torch.optim.AdamW`` (decoupled weight
-    decay, bias correction; no amsgrad), with ``betas`` and ``eps`` of the group.
+    decay, bias correction; no amsgrad), with ``betas`` and ``eps`` of the group. With
+    ``coupled_decay=True`` they are exactly ``torch.optim.Adam`` instead: the weight decay is
+    the L2 penalty added to the gradient, :math:`G_t + \lambda W_{t-1}`, as Tian's code trains
+    the readout ``V`` beside Muon on ``W``.
 
     All per-parameter state is tensors (``momentum_buffer``; ``step``, ``exp_avg``,
     ``exp_avg_sq``), so ``state_dict()`` round-trips through safetensors; param groups hold
@@ -120,6 +126,11 @@ class Muon(torch.optim.Optimizer):
         AdamW's (β₁, β₂).
     eps : float
         AdamW's ε.
+    rms_scale : bool
+        Muon groups: multiply the update by :math:`\sqrt{\max(1, r/c)}` (Jordan's default).
+    coupled_decay : bool
+        Non-Muon groups: coupled L2 weight decay (``torch.optim.Adam``) instead of decoupled
+        (``torch.optim.AdamW``).
 
     References
     ----------
@@ -140,6 +151,8 @@ class Muon(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        rms_scale: bool = True,
+        coupled_decay: bool = False,
     ) -> None:
         if lr < 0 or weight_decay < 0 or eps < 0:
             msg = f"lr, weight_decay and eps must be >= 0, got {lr}, {weight_decay}, {eps}."
@@ -159,6 +172,8 @@ class Muon(torch.optim.Optimizer):
             "betas": tuple(betas),
             "eps": eps,
             "use_muon": True,
+            "rms_scale": bool(rms_scale),
+            "coupled_decay": bool(coupled_decay),
         }
         super().__init__(params, defaults)
 
@@ -211,7 +226,7 @@ class Muon(torch.optim.Optimizer):
             matrix = update.reshape(update.shape[0], -1)
             rows, cols = matrix.shape
             ortho = newton_schulz(matrix, steps=group["ns_steps"])
-            scale = max(1.0, rows / cols) ** 0.5
+            scale = max(1.0, rows / cols) ** 0.5 if group["rms_scale"] else 1.0
             if wd != 0:
                 p.mul_(1 - lr * wd)
             p.add_(ortho.view(p.shape).to(p.dtype), alpha=-lr * scale)
@@ -231,7 +246,9 @@ class Muon(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             step_t, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
             step_t += 1
-            if wd != 0:
+            if wd != 0 and group["coupled_decay"]:
+                grad = grad.add(p, alpha=wd)  # torch.optim.Adam: L2 in the gradient
+            elif wd != 0:
                 p.mul_(1 - lr * wd)
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -275,7 +292,16 @@ _TORCH_CLASSES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
 }
-_MUON_KWARGS = ("momentum", "nesterov", "ns_steps", "betas", "eps", "adamw_lr")
+_MUON_KWARGS = (
+    "momentum",
+    "nesterov",
+    "ns_steps",
+    "betas",
+    "eps",
+    "adamw_lr",
+    "rms_scale",
+    "coupled_decay",
+)
 
 
 def make_optimizer(
@@ -301,8 +327,11 @@ def make_optimizer(
         Weight decay (decoupled for ``"adamw"`` and ``"muon"``).
     **kwargs
         Further arguments of the torch class (e.g. ``momentum`` for SGD, ``betas`` for Adam);
-        for ``"muon"``: ``momentum``, ``nesterov``, ``ns_steps``, ``betas``, ``eps`` and
-        ``adamw_lr`` (learning rate of the AdamW group).
+        for ``"muon"``: ``momentum``, ``nesterov``, ``ns_steps``, ``betas``, ``eps``,
+        ``adamw_lr`` (learning rate of the AdamW group), ``rms_scale`` and ``coupled_decay``
+        (see :class:`Muon`). Tian's Li₂ code is ``momentum=0.99, nesterov=False,
+        rms_scale=False, coupled_decay=True``: Muon on ``W`` with decoupled decay, Adam with
+        the coupled L2 penalty on ``V``, one learning rate.
 
     Returns
     -------

@@ -230,3 +230,51 @@ def test_muon_group_rejects_vectors_and_models_without_encoder():
         make_optimizer("muon", nn.Linear(3, 2), lr=0.1)
     with pytest.raises(ValueError, match="adamw"):
         make_optimizer("muon", MLP(3, 2, depth=0), lr=0.1)
+
+
+def test_tians_muon_convention_unscaled_update_and_adam_with_coupled_l2():
+    """Li₂'s code: Muon on W without the shape factor, torch.optim.Adam (coupled L2) on V."""
+    gen = torch.Generator().manual_seed(2)
+    w = nn.Parameter(torch.randn(12, 4, generator=gen))  # tall: Jordan's factor would be √3
+    v_init = torch.randn(5, 12, generator=gen)
+    ours, ref = nn.Parameter(v_init.clone()), nn.Parameter(v_init.clone())
+    opt = Muon(
+        [{"params": [w]}, {"params": [ours], "use_muon": False}],
+        lr=1e-2,
+        momentum=0.99,
+        nesterov=False,
+        weight_decay=0.1,
+        rms_scale=False,
+        coupled_decay=True,
+    )
+    ref_opt = torch.optim.Adam([ref], lr=1e-2, weight_decay=0.1)
+    buf = torch.zeros_like(w)
+    for _ in range(4):
+        gw_, gv = torch.randn(12, 4, generator=gen), torch.randn(5, 12, generator=gen)
+        w.grad, ours.grad, ref.grad = gw_.clone(), gv.clone(), gv.clone()
+        before = w.detach().clone()
+        buf = 0.99 * buf + 0.01 * gw_
+        opt.step()
+        ref_opt.step()
+        want = before * (1 - 1e-2 * 0.1) - 1e-2 * newton_schulz(buf)
+        assert_close(w.detach(), want, rtol=1e-5, atol=1e-6)
+        assert_close(ours.detach(), ref.detach(), **EXACT)
+    # the same steps with Jordan's factor and AdamW's decay would differ
+    assert opt.param_groups[0]["rms_scale"] is False
+
+
+def test_make_optimizer_muon_takes_tians_options():
+    model = MLP(46, 23, width=16, depth=1, activation="square", bias=False)
+    opt = make_optimizer(
+        "muon",
+        model,
+        lr=1e-3,
+        weight_decay=5e-4,
+        momentum=0.99,
+        nesterov=False,
+        rms_scale=False,
+        coupled_decay=True,
+    )
+    muon, rest = opt.param_groups
+    assert muon["params"] == [model.encoder[0].weight] and rest["params"] == [model.readout.weight]
+    assert muon["rms_scale"] is False and rest["coupled_decay"] is True
