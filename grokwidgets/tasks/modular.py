@@ -156,13 +156,14 @@ def modular_arithmetic(
         raise ValueError(msg)
 
     y = OPS[op](a, b, p)
-    x = torch.stack([a, b], dim=1)
-    if encoding == "onehot":
+    onehot = encoding == "onehot"
+    if onehot:
         x = torch.cat([F.one_hot(a, p), F.one_hot(b, p)], dim=1).to(torch.float32)
+    else:
+        x = torch.stack([a, b], dim=1)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
     train, test = perm[:n_train], perm[n_train:]
-    onehot = encoding == "onehot"
     return Task(
         name=f"modular_arithmetic(p={p}, op={op!r}{', onehot' if onehot else ''})",
         kind="classification",

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics.li2.fourier import CONCENTRATED
 from grokwidgets.views.frame import Table
 
 #: Bins of the empirical spectral density (log-spaced).
@@ -49,7 +50,12 @@ TIME_SERIES: dict[str, tuple[Series, ...]] = {
         Series(
             "fourier_concentration_weighted", layer=None, skip_model=True, label="power-weighted"
         ),
-        Series("fourier_live_share", layer=None, skip_model=True, label="live nodes ≥ 0.5"),
+        Series(
+            "fourier_live_share",
+            layer=None,
+            skip_model=True,
+            label=f"live nodes ≥ {CONCENTRATED:g}",
+        ),
     ),
     # compressibility and information geometry (diagnostics/compress.py, infogeo.py)
     "compression": (

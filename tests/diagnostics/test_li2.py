@@ -517,3 +517,14 @@ def test_fourier_metrics_recorded_beside_the_plain_mean():
     assert metric(ds, "fourier_live_share", "encoder.0", 0) == pytest.approx(
         li2.live_concentrated_share(power)
     )
+
+
+def test_an_embedding_over_more_tokens_than_the_group_gives_a_reason():
+    task = gw.tasks.modular_arithmetic(p=7, train_fraction=0.5)
+    model = gw.models.MLP(2, 7, width=8, depth=1, vocab_size=10, embed_dim=4)
+    mon = gw.Monitor(model, task, diagnostics=["li2"])
+    mon.record(0, force=True)
+    ds = mon.dataset()
+    for name in ("fourier_concentration_mean", "fourier_concentration_weighted"):
+        assert np.isnan(metric(ds, name, "encoder.0", 0))
+        assert "not 2 x p = 14" in ds.attrs["nan_reasons"][name]["encoder.0"]

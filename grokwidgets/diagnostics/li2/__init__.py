@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics._shared import seeded_subset
@@ -271,7 +271,7 @@ def _train_rows(task: Task, opts: Li2Options) -> tuple[Tensor, Tensor]:
 
 
 def _fourier_p(task: Task) -> tuple[int, str]:
-    """(p, "") when the task is modular addition/subtraction with token inputs, else (0, why)."""
+    """(p, "") for modular addition/subtraction with token or one-hot inputs, else (0, why)."""
     p, op = task.meta.get("p"), task.meta.get("op")
     onehot = task.meta.get("encoding") == "onehot"
     if not isinstance(p, int) or not (task.input_kind == "tokens" or onehot):
@@ -407,23 +407,24 @@ def _readout_values(
 def _fourier_values(probe: Probe, net: Net, task: Task, out: dict[str, Any]) -> None:
     layer = net.first or MODEL_LAYER
     p, why = _fourier_p(task)
-    onehot = task.meta.get("encoding") == "onehot"
-    if not why and onehot:
-        # one-hot inputs: the first layer's weights are already the weights on the one-hot tokens
-        if net.first is None:
-            why = "no nn.Linear layer reads the one-hot inputs directly"
-    elif not why and net.embed is None:
-        why = "the first hidden layer does not read the token embeddings of an nn.Embedding"
-    if not why and not onehot:
-        emb = probe.model.get_submodule(str(net.embed))
-        assert isinstance(emb, nn.Embedding)
-        if emb.num_embeddings != p:
-            why = f"the embedding has {emb.num_embeddings} tokens, not the group's p={p}"
+    weights = None
+    if not why and net.first is None:
+        why = (
+            "no nn.Linear layer reads the one-hot inputs, or the token embeddings of an "
+            "nn.Embedding, directly"
+        )
+    elif not why:
+        # the first layer's weights on the one-hot tokens: read directly from one-hot inputs,
+        # composed with the embedding for token ids; either way two blocks of p group elements
+        weights = input_weights(probe.model, net, bias=False)
+        if weights.shape[1] != 2 * p:
+            why = f"the first layer reads {weights.shape[1]} one-hot inputs, not 2 x p = {2 * p}"
     if why:
         for name in _FOURIER_SCALARS:
             out[name] = {layer: probe.nan(name, why, layer)}
         return
-    power = fourier_power(input_weights(probe.model, net, bias=False), p)
+    assert weights is not None  # read whenever there is no reason against it
+    power = fourier_power(weights, p)
     share, freq = concentration(power)
     valid = ~torch.isnan(share)
     if bool(valid.any()):

@@ -95,17 +95,21 @@ def concentration(power: Tensor) -> tuple[Tensor, Tensor]:
     ac = power[:, 1:]
     total = ac.sum(dim=1)
     top, idx = ac.max(dim=1)  # first maximum: ties go to the lowest frequency
-    none = ~(total > 1e-24 * power.sum(dim=1))  # no power off the constant (or all zero)
+    none = _no_ac(power)
     share = torch.where(none, torch.full_like(top, math.nan), top / total.clamp_min(1e-300))
     freq = torch.where(none, torch.full_like(idx, -1), idx + 1)
     return share, freq
 
 
+def _no_ac(power: Tensor) -> Tensor:
+    """Rows with no power off the constant (or all zero), up to round-off."""
+    return ~(power[:, 1:].sum(dim=1) > 1e-24 * power.sum(dim=1))
+
+
 def _non_constant(power: Tensor) -> Tensor:
-    """The powers at k >= 1; zero on rows whose non-constant power is round-off."""
+    """The powers at k >= 1; zero on the rows :func:`_no_ac` finds."""
     ac = power[:, 1:]
-    none = ~(ac.sum(dim=1) > 1e-24 * power.sum(dim=1))
-    return torch.where(none[:, None], torch.zeros_like(ac), ac)
+    return torch.where(_no_ac(power)[:, None], torch.zeros_like(ac), ac)
 
 
 def weighted_concentration(power: Tensor) -> float:
