@@ -70,3 +70,44 @@ def test_scratch_enter_prints_relative_paths(monkeypatch, tmp_path):
     here = scratch("nb", enter=True)
     assert here == Path("nb") and not here.is_absolute()
     assert Path.cwd() == tmp_path / "full" and (Path.cwd() / "nb").is_dir()
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def _run_nbval(folder: Path, data_dir: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GROKWIDGETS_DATA": str(data_dir), "GROKWIDGETS_SMOKE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--nbval-lax"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_notebook_needing_mnist_is_skipped_without_it_and_runs_with_it(tmp_path):
+    import shutil
+
+    import nbformat
+
+    notebooks = Path(__file__).resolve().parents[2] / "notebooks"
+    shutil.copy(notebooks / "conftest.py", tmp_path / "conftest.py")
+    needs = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise RuntimeError('ran')")])
+    needs.metadata["grokwidgets"] = {"needs": ["mnist"]}
+    nbformat.write(needs, tmp_path / "needs.ipynb")
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]),
+        tmp_path / "plain.ipynb",
+    )
+    out = _run_nbval(tmp_path, tmp_path / "no-such-dir")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed, 1 skipped" in out.stdout and "MNIST is not on this machine" in out.stdout
+    if (SHARED_DATA / "mnist.npz").is_file():  # with the data, the notebook runs (and fails here)
+        out = _run_nbval(tmp_path, SHARED_DATA)
+        assert out.returncode != 0 and "RuntimeError" in out.stdout, out.stdout
