@@ -111,3 +111,36 @@ def test_a_notebook_needing_mnist_is_skipped_without_it_and_runs_with_it(tmp_pat
     if (SHARED_DATA / "mnist.npz").is_file():  # with the data, the notebook runs (and fails here)
         out = _run_nbval(tmp_path, SHARED_DATA)
         assert out.returncode != 0 and "RuntimeError" in out.stdout, out.stdout
+
+
+def test_tree_memory_sums_the_resident_memory_of_child_processes():
+    """notebooks/run.py's peak memory: two children holding 150 MiB each read as >= 300 MiB."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "notebooks" / "run.py"
+    spec = importlib.util.spec_from_file_location("notebooks_run", path)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    hold = (
+        "import sys, time\n"
+        "b = bytearray(150 * 2**20)\n"
+        "b[::4096] = b'x' * len(range(0, len(b), 4096))  # touch every page: resident\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(2.0)\n"
+    )
+    sampler = run.TreeMemory(every=0.05)
+    sampler.start()
+    children = [
+        subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for c in children:
+        assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+    for c in children:
+        c.wait(timeout=30)
+    sampler.stop()
+    mib = sampler.peak / 2**20
+    assert 300 <= mib < 300 + 2 * 60, mib  # the two buffers, plus two interpreters' own memory
