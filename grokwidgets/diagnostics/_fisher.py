@@ -309,27 +309,42 @@ def _structured_chunk(
         used = {path: rec for path, rec in seen.items() if rec.outputs}
         vs = cot(z)
         outs = [rec.outputs[0] for rec in used.values()]
+        # A Linear's per-sample gradient for cotangent k is δ_nk a_nᵀ, so summed over k its
+        # square is (Σ_k δ_nk²) a_n²ᵀ: the squared cotangents add up first, and the one matrix
+        # product per module follows the K backward passes (K = C for the exact Fisher).
+        g2: dict[str, Tensor] = {}
         for k in range(vs.shape[0]):
             grads = torch.autograd.grad(
                 z, outs, grad_outputs=vs[k], retain_graph=k + 1 < vs.shape[0], allow_unused=True
             )
             for (path, rec), g in zip(used.items(), grads, strict=True):
-                if g is not None:
-                    _accumulate(path, rec, g.detach(), acc)
+                if g is None:
+                    continue
+                if isinstance(rec.module, nn.Linear):
+                    sq = g.detach().square()
+                    g2[path] = g2[path] + sq if path in g2 else sq
+                else:
+                    _accumulate_embedding(path, rec, g.detach(), acc)
+        for path, sq in g2.items():
+            _accumulate_linear(path, used[path], sq, acc)
     return True
 
 
-def _accumulate(path: str, rec: _Hooked, g: Tensor, acc: dict[str, Tensor]) -> None:
+def _accumulate_linear(path: str, rec: _Hooked, g2: Tensor, acc: dict[str, Tensor]) -> None:
+    """Add Σ_n g2_n a_n²ᵀ (weight) and Σ_n g2_n (bias), g2 the summed squared cotangents."""
     prefix = f"{path}." if path else ""
     m = rec.module
-    if isinstance(m, nn.Linear):
-        a = rec.inputs[0]
-        g2 = g.square()
-        if m.weight.requires_grad:
-            acc[prefix + "weight"] += (g2.T @ a.square()).to(torch.float64)
-        if m.bias is not None and m.bias.requires_grad:
-            acc[prefix + "bias"] += g2.sum(0).to(torch.float64)
-        return
+    assert isinstance(m, nn.Linear)
+    a = rec.inputs[0]
+    if m.weight.requires_grad:
+        acc[prefix + "weight"] += (g2.T @ a.square()).to(torch.float64)
+    if m.bias is not None and m.bias.requires_grad:
+        acc[prefix + "bias"] += g2.sum(0).to(torch.float64)
+
+
+def _accumulate_embedding(path: str, rec: _Hooked, g: Tensor, acc: dict[str, Tensor]) -> None:
+    prefix = f"{path}." if path else ""
+    m = rec.module
     assert isinstance(m, nn.Embedding)
     ids = rec.inputs[0]
     n = ids.shape[0]

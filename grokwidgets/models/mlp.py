@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from grokwidgets.tasks.base import Task
 
-__all__ = ["ACTIVATIONS", "MLP", "Poly", "Square", "make_activation"]
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "Poly", "Square", "make_activation"]
 
 #: Activation names accepted by :func:`make_activation` (``"poly"`` also as ``"poly:EPS"``).
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity", "square", "poly")
@@ -20,6 +20,9 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity", "square", "poly")
 DEFAULT_POLY_EPSILON = 0.02
 
 _G0_PREFIX = "g0__"
+
+#: Weight initialisations :class:`MLP` accepts (``init=``), before ``init_scale`` multiplies.
+INITS = ("default", "xavier_normal")
 
 
 class Square(nn.Module):
@@ -149,6 +152,37 @@ def seeded_default_init(module: nn.Module, seed: int, init_scale: float = 1.0) -
                 p.mul_(init_scale)
 
 
+def seeded_xavier_init(module: nn.Module, seed: int, init_scale: float = 1.0) -> None:
+    r"""Xavier-normal weights and zero biases from a private generator, then scale.
+
+    Every ``nn.Linear`` weight gets :math:`W \sim \mathcal N\big(0, 2/(\text{fan\_in} +
+    \text{fan\_out})\big)` (Glorot & Bengio 2010, ``nn.init.xavier_normal_``) and its bias
+    zeros; embeddings and layer norms as in :func:`seeded_default_init`. Draws come from a
+    ``torch.Generator`` seeded with ``seed``, in module order; then every parameter is
+    multiplied by ``init_scale`` (the "weight multiplier" of Manning-Coe et al. 2025, whose
+    models start this way).
+
+    Raises
+    ------
+    TypeError
+        If a module type with parameters is not one of the above.
+    """
+    seeded_default_init(module, seed, 1.0)  # embeddings, layer norms; Linear redrawn below
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                fan_out, fan_in = sub.weight.shape
+                std = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out > 0 else 0.0
+                w = torch.randn(sub.weight.shape, generator=gen, dtype=sub.weight.dtype)
+                sub.weight.copy_(w * std)
+                if sub.bias is not None:
+                    sub.bias.zero_()
+        if init_scale != 1.0:
+            for p in module.parameters():
+                p.mul_(init_scale)
+
+
 def _uniform(t: Tensor, bound: float, gen: torch.Generator) -> None:
     u = torch.rand(t.shape, generator=gen, dtype=t.dtype)
     t.copy_(u * (2 * bound) - bound)
@@ -195,7 +229,11 @@ class MLP(nn.Module):
         named ``g0__<parameter path with '.' → '__'>`` (in ``state_dict``, not in
         ``parameters()``); see :meth:`initial_parameters`.
     init_scale : float
-        Every parameter is multiplied by this after the default init (Liu et al. [1]_).
+        Every parameter is multiplied by this after the init (Liu et al. [1]_).
+    init : {"default", "xavier_normal"}
+        ``"default"``: PyTorch's default init (:func:`seeded_default_init`);
+        ``"xavier_normal"``: Xavier-normal weights and zero biases
+        (:func:`seeded_xavier_init`, the init of Manning-Coe et al. [4]_).
     vocab_size : int or None
         Token inputs: number of token ids; adds ``embed`` = ``nn.Embedding(vocab_size,
         embed_dim)`` whose outputs for the ``n_tokens`` tokens are concatenated.
@@ -214,6 +252,8 @@ class MLP(nn.Module):
        rich training dynamics", ICLR 2024, arXiv:2310.06110.
     .. [3] Chizat, Oyallon & Bach (2019), "On lazy training in differentiable programming",
        arXiv:1812.07956.
+    .. [4] Manning-Coe, Gliozzi, Stapleton, Hirst, De Tomasi, Bradlyn & Berman (2025),
+       "Grokking vs. learning: same features, different encodings", arXiv:2502.01739.
     """
 
     _g0_net: MLP  # centred models only: storage-free copy that evaluates g0 (not a submodule)
@@ -229,6 +269,7 @@ class MLP(nn.Module):
         alpha: float = 1.0,
         centred: bool = False,
         init_scale: float = 1.0,
+        init: str = "default",
         vocab_size: int | None = None,
         n_tokens: int | None = None,
         embed_dim: int | None = None,
@@ -243,6 +284,9 @@ class MLP(nn.Module):
             msg = f"depth must be >= 0, got {depth!r}."
             raise ValueError(msg)
         make_activation(activation)  # validate before building anything
+        if init not in INITS:
+            msg = f"Unknown init {init!r}. Valid inits: {list(INITS)}."
+            raise ValueError(msg)
         if vocab_size is None:
             if n_tokens is not None or embed_dim is not None:
                 msg = "n_tokens and embed_dim apply to token inputs only: pass vocab_size too."
@@ -263,6 +307,7 @@ class MLP(nn.Module):
         self.alpha = float(alpha)
         self.centred = bool(centred)
         self.init_scale = float(init_scale)
+        self.init = init
         self.vocab_size = vocab_size
         self.n_tokens = n_tokens
         self.embed_dim = embed_dim
@@ -284,7 +329,10 @@ class MLP(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.readout = nn.Linear(features, self.out_dim, bias=self.bias, device=meta)
         self.to_empty(device="cpu")
-        seeded_default_init(self, self.seed, self.init_scale)
+        if init == "xavier_normal":
+            seeded_xavier_init(self, self.seed, self.init_scale)
+        else:
+            seeded_default_init(self, self.seed, self.init_scale)
 
         self._g0_names: list[tuple[str, str]] = []
         if self.centred:
@@ -313,6 +361,7 @@ class MLP(nn.Module):
             "alpha": self.alpha,
             "centred": self.centred,
             "init_scale": self.init_scale,
+            "init": self.init,
             "vocab_size": self.vocab_size,
             "n_tokens": self.n_tokens,
             "embed_dim": self.embed_dim,
@@ -332,6 +381,7 @@ class MLP(nn.Module):
         bias: bool = True,
         embed_dim: int = 128,
         seed: int = 0,
+        init: str = "default",
     ) -> MLP:
         """Build an MLP sized for ``task``.
 
@@ -343,7 +393,7 @@ class MLP(nn.Module):
         ----------
         task : Task
             The task the model is for.
-        width, depth, alpha, centred, init_scale, bias, embed_dim, seed
+        width, depth, alpha, centred, init_scale, init, bias, embed_dim, seed
             As in :class:`MLP`.
         activation : str or None
             As in :class:`MLP`. ``None`` (the default) means ``"poly:<ε>"`` when
@@ -371,6 +421,7 @@ class MLP(nn.Module):
                 alpha=alpha,
                 centred=centred,
                 init_scale=init_scale,
+                init=init,
                 vocab_size=task.vocab_size,
                 n_tokens=task.input_dim,
                 embed_dim=embed_dim,
@@ -386,6 +437,7 @@ class MLP(nn.Module):
             alpha=alpha,
             centred=centred,
             init_scale=init_scale,
+            init=init,
             seed=seed,
         )
 
@@ -442,4 +494,5 @@ class MLP(nn.Module):
 
     def extra_repr(self) -> str:
         """Show α, centring and init scale in the module's repr."""
-        return f"alpha={self.alpha}, centred={self.centred}, init_scale={self.init_scale}"
+        init = "" if self.init == "default" else f", init={self.init!r}"
+        return f"alpha={self.alpha}, centred={self.centred}, init_scale={self.init_scale}{init}"

@@ -284,6 +284,45 @@ def test_compression_factor_ends_and_undefined_cases(trained):
     assert np.isfinite(test.loss).all()  # the curve itself is still recorded
 
 
+def scaled_logits(model, factor):
+    """``model`` with its readout scaled: factor → 0 drives the loss to an all-zero output's."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.readout.weight.mul_(factor)
+        out.readout.bias.mul_(factor)
+    return out
+
+
+def test_compression_factor_needs_a_gain_over_chance(trained):
+    """Near chance (a train loss ≈ ln C) the tolerance band is thinner than the noise of a
+    pruned model's loss, and the factor used to jump to the grid's end: it is NaN there."""
+    mod_task, model = trained
+    x, y = mod_task.x_train, mod_task.y_train
+    null = math.log(11)
+    kw = dict(loss_fn=F.cross_entropy)
+    for factor, defined in ((0.005, False), (1.0, True)):
+        near = scaled_logits(model, factor)
+        curve = pruning_curve(near, "magnitude", x, y, **kw)
+        gain = 1 - curve.base_loss / null
+        assert (gain >= 0.05) is defined, gain
+        assert math.isnan(curve.compression_factor) is not defined
+        # the rule, not the default, decides: no minimum gain gives a factor again
+        loose = pruning_curve(near, "magnitude", x, y, min_gain=0.0, **kw)
+        assert math.isfinite(loose.compression_factor)
+    with pytest.raises(ValueError, match="min_gain"):
+        CompressOptions(min_gain=1.0)
+
+
+def test_compress_near_chance_says_why(trained):
+    mod_task, model = trained
+    mon = gw.Monitor(scaled_logits(model, 0.005), mod_task, diagnostics=["compress"])
+    mon.record(0)
+    ds = mon.dataset()
+    for name in ("compression_factor", "magnitude_compression_factor"):
+        assert np.isnan(float(ds["metrics"].sel(step=0, layer="model", metric=name)))
+        assert "near chance" in ds.attrs["nan_reasons"][name]["model"]
+
+
 def test_pruning_bad_input(trained):
     mod_task, model = trained
     x, y = mod_task.x_test, mod_task.y_test

@@ -519,6 +519,39 @@ def test_fourier_metrics_recorded_beside_the_plain_mean():
     )
 
 
+def test_fourier_ipr_against_numpy_and_hand_values():
+    p = 13
+    a = np.arange(p)
+    rng = np.random.default_rng(1)
+    rows = np.stack(
+        [
+            # one frequency (3) in both blocks, any phase: IPR 1
+            np.concatenate([np.cos(2 * np.pi * 3 * a / p), np.sin(2 * np.pi * 3 * a / p)]),
+            # frequencies 2 and 5 at equal amplitude: IPR 1/2; a constant offset does not count
+            np.concatenate([np.cos(2 * np.pi * 2 * a / p) + np.cos(2 * np.pi * 5 * a / p) + 3] * 2),
+            rng.standard_normal(2 * p),
+            np.full(2 * p, 0.7),
+        ]
+    )
+    got = li2.fourier_ipr(rows, p).numpy()
+    np.testing.assert_allclose(got[:2], [1.0, 0.5])
+    assert np.isnan(got[3])
+    # the noise row against numpy's DFT: k and p - k pooled, blocks summed, k = 0 left out
+    spec = np.abs(np.fft.fft(rows[2].reshape(2, p), axis=1)) ** 2
+    pooled = np.array([spec[:, k].sum() + spec[:, p - k].sum() for k in range(1, p // 2 + 1)])
+    assert got[2] == pytest.approx((pooled**2).sum() / pooled.sum() ** 2)
+    assert 1 / (p // 2) < got[2] < 1
+
+
+def test_fourier_ipr_recorded():
+    task = gw.tasks.modular_arithmetic(p=11, train_fraction=0.5, encoding="onehot")
+    model = gw.models.MLP.for_task(task, width=8, depth=1)
+    mon = gw.Monitor(model, task, diagnostics=["li2"])
+    mon.record(0, force=True)
+    want = li2.fourier_ipr(model.encoder[0].weight.detach(), 11).mean()
+    assert metric(mon.dataset(), "fourier_ipr_mean", "encoder.0", 0) == pytest.approx(float(want))
+
+
 def test_an_embedding_over_more_tokens_than_the_group_gives_a_reason():
     task = gw.tasks.modular_arithmetic(p=7, train_fraction=0.5)
     model = gw.models.MLP(2, 7, width=8, depth=1, vocab_size=10, embed_dim=4)

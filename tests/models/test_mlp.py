@@ -112,6 +112,25 @@ def test_default_init_bounds():
     assert_close(w.std().item(), bound / 3**0.5, rtol=0.05, atol=0.0)
 
 
+def test_xavier_normal_init_std_zero_biases_and_scale():
+    model = MLP(200, 60, width=300, depth=1, init="xavier_normal", seed=3)
+    for layer, (fan_out, fan_in) in ((model.encoder[0], (300, 200)), (model.readout, (60, 300))):
+        w = layer.weight.detach().double()
+        assert w.mean().abs() < 0.04 * w.std()  # 5 standard errors of the mean
+        assert_close(w.std().item(), (2 / (fan_in + fan_out)) ** 0.5, rtol=0.03, atol=0.0)
+        assert not layer.bias.detach().any()
+    scaled = MLP(200, 60, width=300, depth=1, init="xavier_normal", init_scale=10.0, seed=3)
+    for (name, p), q in zip(model.named_parameters(), scaled.parameters(), strict=True):
+        assert_close(q, p * 10.0, **EXACT), name
+    again = MLP(200, 60, width=300, depth=1, init="xavier_normal", seed=3)
+    assert_close(again.readout.weight, model.readout.weight, **EXACT)
+    rebuilt = from_config(json.loads(json.dumps(scaled.config)))
+    assert rebuilt.config["init"] == "xavier_normal"
+    assert_close(rebuilt.encoder[0].weight, scaled.encoder[0].weight, **EXACT)
+    with pytest.raises(ValueError, match="Valid inits"):
+        MLP(3, 2, init="orthogonal")
+
+
 def test_init_scale_multiplies_every_parameter():
     task = token_task()
     base = MLP.for_task(task, width=8, depth=2, embed_dim=4, seed=5)

@@ -122,6 +122,9 @@ class CompressOptions:
         Loss tolerance of the compression factors (module docstring).
     refine : int
         Bisection steps refining each compression factor.
+    min_gain : float
+        Compression factors are NaN unless the unpruned loss is at most ``1 - min_gain`` times
+        an all-zero output's (:mod:`.pruning`): a model at chance has nothing to compress.
     """
 
     fisher: FisherOptions = field(default_factory=FisherOptions)
@@ -132,13 +135,14 @@ class CompressOptions:
     tol: float = 0.1
     abs_tol: float = 0.0
     refine: int = 4
+    min_gain: float = 0.05
 
     def __post_init__(self) -> None:
         if self.n_eval < 1:
             msg = f"n_eval must be >= 1, got {self.n_eval}."
             raise ValueError(msg)
         kept_grid(self.per_decade, self.decades)  # validates
-        check_tolerance(self.tol, self.abs_tol, self.refine)
+        check_tolerance(self.tol, self.abs_tol, self.refine, self.min_gain)
 
 
 _FACTOR = {
@@ -157,7 +161,8 @@ def compress_metrics() -> list[MetricInfo]:
     """The metrics the ``compress`` diagnostic declares."""
     tolerance = (
         "with the loss on the {split} rows within tolerance (at most 10% of the way from the "
-        "unpruned loss to an all-zero output's; NaN when the model is no better than that)"
+        "unpruned loss to an all-zero output's; NaN unless the unpruned loss is at least 5% "
+        "below that output's)"
     )
     what = {
         "fisher": ("Fisher pruning (zero F_ii < c)", _MANNING),
@@ -235,6 +240,19 @@ def _fisher_means(
     return fisher, why
 
 
+def _why_no_factor(curve: PruningCurve, split: str, min_gain: float) -> str:
+    base, null = curve.base_loss, curve.null_loss
+    if base >= null:
+        return (
+            f"the unpruned model is no better than an all-zero output on the {split} rows "
+            f"(loss {base:.4g} >= {null:.4g})"
+        )
+    return (
+        f"the unpruned model is within {min_gain:.0%} of an all-zero output's loss on the "
+        f"{split} rows ({base:.4g} against {null:.4g}, near chance): nothing learned to compress"
+    )
+
+
 def _nan_method(probe: Probe, out: dict[str, Any], method: str, splits: tuple[str, ...],
                 size: int, reason: str) -> None:  # fmt: skip
     fields = [f"{s}_{f}" for s in splits for f in ("loss", "acc")]
@@ -284,7 +302,7 @@ def _record(probe: Probe, opt: CompressOptions) -> dict[str, Any]:
             continue
         pruner = make_pruner(method, params, names, fisher)
         curves = prune_curves(method, pruner, evaluate, base, null, grid, opt.tol, opt.abs_tol,
-                         opt.refine)  # fmt: skip
+                              opt.refine, opt.min_gain)  # fmt: skip
         out[f"{method}_prune_fraction"] = {MODEL_LAYER: curves[0].fraction_pruned}
         out[f"{method}_prune_cutoff"] = {MODEL_LAYER: curves[0].cutoff}
         for split, curve in zip(splits, curves, strict=True):
@@ -296,11 +314,7 @@ def _record(probe: Probe, opt: CompressOptions) -> dict[str, Any]:
             out[name] = (
                 curve.compression_factor
                 if math.isfinite(curve.compression_factor)
-                else probe.nan(
-                    name,
-                    f"the unpruned model is no better than an all-zero output on the {split} "
-                    f"rows (loss {curve.base_loss:.4g} >= {curve.null_loss:.4g})",
-                )
+                else probe.nan(name, _why_no_factor(curve, split, opt.min_gain))
             )
         missing = tuple(s for s in _SPLITS if s not in splits)
         if missing:

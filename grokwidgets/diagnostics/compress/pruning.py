@@ -43,9 +43,17 @@ before the first one beyond tolerance is refined by ``refine`` bisection steps i
 .. math:: \text{compression\_factor} = P / P_{\text{kept}}
 
 at the smallest verified :math:`P_{\text{kept}}`. When every grid point is within tolerance the
-value is the grid's end (a lower bound, about 1000). When :math:`L_0 \ge L_\varnothing` (at
-init; on test rows before generalization) the model holds nothing to compress on those rows
-and the factor is NaN with that reason.
+value is the grid's end (a lower bound, about 1000). The factor is NaN unless the model has
+learned something on those rows,
+
+.. math:: L_0 \le (1 - \text{min\_gain})\, L_\varnothing \qquad (\text{default min\_gain} = 0.05),
+
+i.e. it closes at least 5% of the way from knowing nothing to a zero loss. Below that (at
+init, and while a cross-entropy train loss sits near chance, :math:`\ln C`; on test rows
+before generalization, where :math:`L_0 \ge L_\varnothing`) the band
+:math:`\text{tol}\,(L_\varnothing - L_0)` is thinner than the noise of a pruned model's
+loss, and "within tolerance" would be decided by that noise: a model at chance pruned to the
+grid's end scores about 1000.
 
 References
 ----------
@@ -78,6 +86,7 @@ __all__ = [
     "check_tolerance",
     "prune_curves",
     "kept_grid",
+    "learned",
     "make_pruner",
     "pruning_curve",
 ]
@@ -291,6 +300,7 @@ def prune_curves(
     tol: float,
     abs_tol: float,
     refine: int,
+    min_gain: float = 0.05,
 ) -> list[PruningCurve]:
     """One :class:`PruningCurve` per evaluation set of ``evaluate``, from one walk of the grid."""
     n = pruner.n_params
@@ -316,7 +326,7 @@ def prune_curves(
             return math.isfinite(value) and value <= limit
 
         factor, best = math.nan, 0
-        if math.isfinite(base[i]) and base[i] < null[i]:
+        if learned(float(base[i]), float(null[i]), min_gain):
             best, last = n, -1  # nothing pruned is within tolerance
             for j in range(len(grid)):
                 if not within(loss_grid[j, i]):
@@ -352,12 +362,17 @@ def prune_curves(
     return curves
 
 
-def check_tolerance(tol: float, abs_tol: float, refine: int) -> None:
-    """Raise ValueError unless ``0 <= tol <= 1``, ``abs_tol >= 0`` and ``refine >= 0``."""
-    if not (0 <= tol <= 1) or abs_tol < 0 or refine < 0:
+def learned(base: float, null: float, min_gain: float) -> bool:
+    """Whether the unpruned loss closes ``min_gain`` of the way from the null loss to 0."""
+    return math.isfinite(base) and base < null and base <= (1.0 - min_gain) * null
+
+
+def check_tolerance(tol: float, abs_tol: float, refine: int, min_gain: float = 0.05) -> None:
+    """Raise ValueError unless 0 <= tol <= 1, abs_tol >= 0, refine >= 0, 0 <= min_gain < 1."""
+    if not (0 <= tol <= 1) or abs_tol < 0 or refine < 0 or not (0 <= min_gain < 1):
         msg = (
-            f"tol must lie in [0, 1] and abs_tol, refine be >= 0; got tol={tol}, "
-            f"abs_tol={abs_tol}, refine={refine}."
+            f"tol must lie in [0, 1], min_gain in [0, 1) and abs_tol, refine be >= 0; got "
+            f"tol={tol}, min_gain={min_gain}, abs_tol={abs_tol}, refine={refine}."
         )
         raise ValueError(msg)
 
@@ -374,6 +389,7 @@ def pruning_curve(
     tol: float = 0.1,
     abs_tol: float = 0.0,
     refine: int = 4,
+    min_gain: float = 0.05,
 ) -> PruningCurve:
     r"""Prune ``model`` along a grid of kept fractions and evaluate each pruned model.
 
@@ -398,12 +414,14 @@ def pruning_curve(
         Loss tolerance :math:`L \le L_0 + \text{abs\_tol} + \text{tol}\,(L_\varnothing - L_0)`.
     refine : int
         Bisection steps refining the compression factor between grid points.
+    min_gain : float
+        The factor is defined only when :math:`L_0 \le (1 - \text{min\_gain}) L_\varnothing`.
 
     Returns
     -------
     PruningCurve
-        ``compression_factor`` is NaN (``kept_at_tolerance`` 0) when the unpruned model is no
-        better than an all-zero output on these rows.
+        ``compression_factor`` is NaN (``kept_at_tolerance`` 0) when the unpruned model is
+        not ``min_gain`` better than an all-zero output on these rows.
 
     Raises
     ------
@@ -418,7 +436,7 @@ def pruning_curve(
     if g.ndim != 1 or g.size == 0 or np.any(g <= 0) or np.any(g > 1) or np.any(np.diff(g) >= 0):
         msg = f"grid must be kept fractions in (0, 1], strictly descending; got {g!r}."
         raise ValueError(msg)
-    check_tolerance(tol, abs_tol, refine)
+    check_tolerance(tol, abs_tol, refine, min_gain)
     if len(x) == 0:
         msg = "No evaluation rows: x is empty."
         raise ValueError(msg)
@@ -431,7 +449,7 @@ def pruning_curve(
         raise ValueError(msg)
     pruner = make_pruner(method, params, names, fisher)
     null = evaluate.null_losses(params)
-    return prune_curves(method, pruner, evaluate, base, null, g, tol, abs_tol, refine)[0]
+    return prune_curves(method, pruner, evaluate, base, null, g, tol, abs_tol, refine, min_gain)[0]
 
 
 def make_pruner(

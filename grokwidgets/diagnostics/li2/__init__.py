@@ -54,8 +54,10 @@ Metrics (layer = the readout's module path unless said; rows = the train rows, a
   by its Fourier power: :func:`weighted_concentration`) and ``fourier_live_share`` (the share
   of live nodes that are concentrated: :func:`live_concentrated_share`) beside it; the
   unweighted mean understates the features because nodes weight decay shrank to noise count
-  as much as live ones. Modular addition/subtraction only, with token inputs through an
-  embedding or one-hot inputs (``modular_arithmetic(encoding="onehot")``).
+  as much as live ones. ``fourier_ipr_mean``: the mean over nodes of :func:`fourier_ipr`, the
+  inverse participation ratio of the same power (Manning-Coe et al. [2]_ compare its mean
+  between grokking and steady training). Modular addition/subtraction only, with token inputs
+  through an embedding or one-hot inputs (``modular_arithmetic(encoding="onehot")``).
 
 Bad input: a model that is not two-layer (deeper MLPs, transformers) gets every quantity
 defined by the readout and its input (``li2_grad_*``, ``li2_ftf_offdiag``, ``li2_fft_dist``,
@@ -67,6 +69,8 @@ References
 .. [1] Tian (2025), "Provable scaling laws of feature emergence from learning dynamics of
    grokking" (Li₂), arXiv:2509.21519; code: github.com/yuandong-tian/understanding,
    ssl/real-dataset/cogo.
+.. [2] Manning-Coe, Gliozzi, Stapleton, Hirst, De Tomasi, Bradlyn & Berman (2025), "Grokking
+   vs. learning: same features, different encodings", arXiv:2502.01739.
 """
 
 from __future__ import annotations
@@ -87,8 +91,10 @@ from grokwidgets.diagnostics.li2.fourier import (
     concentration,
     dominant_frequencies,
     fourier_concentration,
+    fourier_ipr,
     fourier_power,
     live_concentrated_share,
+    participation,
     weighted_concentration,
 )
 from grokwidgets.diagnostics.li2.hidden import (
@@ -121,6 +127,7 @@ __all__ = [
     "centred_targets",
     "dominant_frequencies",
     "fourier_concentration",
+    "fourier_ipr",
     "fourier_power",
     "fft_isotropy_distance",
     "ftf_offdiag_ratio",
@@ -136,6 +143,7 @@ __all__ = [
 ]
 
 _TIAN = "Tian (2025) Li2, arXiv:2509.21519"
+_MANNING = "Manning-Coe et al. (2025) Grokking vs. learning, arXiv:2502.01739"
 _ADDITIVE_OPS = ("+", "-")  # the DFT over token ids diagonalises the additive group Z_p only
 
 
@@ -248,6 +256,14 @@ def _metric_infos() -> list[MetricInfo]:
             _TIAN + "; Nanda et al. (2023) arXiv:2301.05217",
         ),
         MetricInfo(
+            "fourier_ipr_mean",
+            "mean over the first hidden layer's nodes of the inverse participation ratio "
+            "sum_k P(k)^2 / (sum_k P(k))^2 of their one-hot input weights' non-constant DFT "
+            "power (1: one frequency; modular addition)",
+            "1",
+            _MANNING,
+        ),
+        MetricInfo(
             "fourier_live_share",
             f"share of the live nodes (Fourier power >= {LIVE_POWER:g} of the largest node's) "
             f"whose concentration is >= {CONCENTRATED:g} (first hidden layer, modular addition)",
@@ -260,6 +276,7 @@ def _metric_infos() -> list[MetricInfo]:
 #: The Fourier metrics with one value per layer.
 _FOURIER_SCALARS = (
     "fourier_concentration_mean",
+    "fourier_ipr_mean",
     "fourier_concentration_weighted",
     "fourier_live_share",
 )
@@ -430,6 +447,7 @@ def _fourier_values(probe: Probe, net: Net, task: Task, out: dict[str, Any]) -> 
     if bool(valid.any()):
         out["fourier_concentration_mean"] = {layer: float(share[valid].mean())}
         out["fourier_concentration_weighted"] = {layer: weighted_concentration(power)}
+        out["fourier_ipr_mean"] = {layer: float(participation(power)[valid].mean())}
         out["fourier_live_share"] = {layer: live_concentrated_share(power)}
     else:
         for name in _FOURIER_SCALARS:

@@ -20,6 +20,7 @@ __all__ = [
     "concentration",
     "dominant_frequencies",
     "fourier_concentration",
+    "fourier_ipr",
     "fourier_power",
     "live_concentrated_share",
     "weighted_concentration",
@@ -188,6 +189,49 @@ def fourier_concentration(weight: ArrayLike, p: int) -> Tensor:
        grokking via mechanistic interpretability", arXiv:2301.05217.
     """
     return concentration(fourier_power(weight, p))[0]
+
+
+def participation(power: Tensor) -> Tensor:
+    """Inverse participation ratio of each row's non-constant power; NaN if it has none."""
+    ac = power[:, 1:]
+    total = ac.sum(dim=1)
+    ipr = ac.square().sum(dim=1) / total.square().clamp_min(1e-300)
+    return torch.where(_no_ac(power), torch.full_like(ipr, math.nan), ipr)
+
+
+def fourier_ipr(weight: ArrayLike, p: int) -> Tensor:
+    r"""Inverse participation ratio of each row's DFT power over the non-constant frequencies.
+
+    .. math::
+
+        \mathrm{IPR}_j = \frac{\sum_{k \ge 1} P_j(k)^2}{\big(\sum_{k \ge 1} P_j(k)\big)^2}
+        \in \Big[\frac{1}{\lfloor p/2 \rfloor}, 1\Big],
+
+    the :math:`r = 2` IPR :math:`\sum_k |\hat w_k|^4 / (\sum_k |\hat w_k|^2)^2` of
+    Manning-Coe et al. [1]_ taken over frequencies, with :math:`P_j` from :func:`fourier_power`
+    (frequencies :math:`\pm k` pooled, the two operand blocks summed, the constant left out):
+    1 for a node on one frequency, :math:`1/n` for power spread evenly over :math:`n`
+    frequencies. Where :func:`fourier_concentration` reads only the top frequency, the IPR
+    counts how many carry the power. NaN for a row with no non-constant power.
+
+    Parameters
+    ----------
+    weight : Tensor or ndarray
+        ``(K, m * p)``: each row a node's weights on ``m`` one-hot blocks of ``p`` elements.
+    p : int
+        Order of the cyclic group :math:`\mathbb Z_p`.
+
+    Returns
+    -------
+    Tensor
+        ``(K,)`` float64.
+
+    References
+    ----------
+    .. [1] Manning-Coe, Gliozzi, Stapleton, Hirst, De Tomasi, Bradlyn & Berman (2025),
+       "Grokking vs. learning: same features, different encodings", arXiv:2502.01739.
+    """
+    return participation(fourier_power(weight, p))
 
 
 def dominant_frequencies(weight: ArrayLike, p: int) -> Tensor:
