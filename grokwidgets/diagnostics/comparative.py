@@ -493,6 +493,7 @@ def register_comparative(
         setup=setup,
         cadence=MECHANISM_CADENCE,
         replace=replace,
+        shares=("weight_norm", "param_norm"),  # the weights diagnostic's, same values
     )(_comparative_fn(options))
 
 

@@ -482,7 +482,11 @@ def _record(probe: Probe, opt: InfoGeoOptions, keys: _Keys) -> dict[str, Any]:
 
 
 def register_infogeo(
-    name: str = "infogeo", options: InfoGeoOptions | None = None, *, replace: bool = False
+    name: str = "infogeo",
+    options: InfoGeoOptions | None = None,
+    *,
+    replace: bool = False,
+    prefix: str = "",
 ) -> None:
     """Register the information-geometry diagnostic under ``name`` with ``options``.
 
@@ -498,6 +502,12 @@ def register_infogeo(
     options : InfoGeoOptions, optional
     replace : bool
         Replace an existing registration of ``name``.
+    prefix : str
+        Prepended to the metric names, to record a variant beside ``infogeo`` itself, e.g.
+        the Gauss-Newton Fisher of Manning-Coe et al. on test rows::
+
+            register_infogeo("infogeo_gn", InfoGeoOptions(fisher=FisherOptions(
+                likelihood="gaussian", exact=True, split="test", n_rows=512)), prefix="gn_")
     """
     opt = options or InfoGeoOptions()
     keys = _Keys(name)
@@ -506,7 +516,7 @@ def register_infogeo(
         """Fisher step length, path length and straightness; output-distribution distance."""
         return _record(probe, opt, keys)
 
-    register(name, metrics=infogeo_metrics(), replace=replace)(infogeo)
+    register(name, metrics=infogeo_metrics(), replace=replace, prefix=prefix)(infogeo)
 
 
 register_infogeo("infogeo")

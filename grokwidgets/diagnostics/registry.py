@@ -17,6 +17,7 @@ Users add their own::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,12 @@ class Diagnostic:
     #: Its own default cadence, as ``Cadence.to_json()`` describes one (``None``: the
     #: monitor's default); used when the monitor is given no cadence for it.
     cadence: Mapping[str, Any] | None = None
+    #: Names it declares on purpose with the same meaning (and value) as another diagnostic.
+    shares: frozenset[str] = frozenset()
+
+    def names(self) -> set[str]:
+        """Every metric and array name it records."""
+        return {m.name for m in self.metrics} | set(self.arrays)
 
 
 #: The default cadence of the expensive mechanism families (probes, kernel, spectra, ...):
@@ -76,6 +83,8 @@ def register(
     setup: SetupFn | None = None,
     cadence: Mapping[str, Any] | None = None,
     replace: bool = False,
+    prefix: str = "",
+    shares: Iterable[str] = (),
 ) -> Callable[[DiagnosticFn], DiagnosticFn]:
     """Register a diagnostic function under ``name`` (a decorator).
 
@@ -96,16 +105,46 @@ def register(
         :data:`MECHANISM_CADENCE`), for families too costly to run at every loss record.
     replace : bool
         Allow replacing an existing registration.
+    prefix : str
+        Prepended to every metric and array name the function returns (and to its NaN
+        reasons), so a variant of a family (other options) records beside the family itself:
+        ``register_infogeo("infogeo_gn", options, prefix="gn_")`` records
+        ``gn_fisher_straightness`` next to ``infogeo``'s ``fisher_straightness``.
+    shares : iterable of str
+        Names (after ``prefix``) this diagnostic declares on purpose with the same meaning
+        and value as another one (``comparative``'s ``weight_norm``, as ``weights`` records
+        it). Any other name two diagnostics of one monitor both declare is refused.
     """
+    infos = tuple(dataclasses.replace(m, name=prefix + m.name) for m in metrics)
+    arrs = {prefix + k: v for k, v in (arrays or {}).items()}
 
     def deco(fn: DiagnosticFn) -> DiagnosticFn:
         if (name in _REGISTRY or name in _GROUPS) and not replace:
             msg = f"A diagnostic named {name!r} is already registered; pass replace=True."
             raise ValueError(msg)
-        _REGISTRY[name] = Diagnostic(name, fn, tuple(metrics), dict(arrays or {}), setup, cadence)
+        run = _prefixed(fn, prefix) if prefix else fn
+        _REGISTRY[name] = Diagnostic(name, run, infos, arrs, setup, cadence, frozenset(shares))
         return fn
 
     return deco
+
+
+def _prefixed(fn: DiagnosticFn, prefix: str) -> DiagnosticFn:
+    """``fn`` with ``prefix`` on the names of its values and of the NaN reasons it gives."""
+
+    def run(probe: Probe) -> Values:
+        outer = probe.nan_reasons
+        probe.nan_reasons = {}
+        try:
+            out = fn(probe)
+        finally:
+            mine, probe.nan_reasons = probe.nan_reasons, outer
+        for metric, layers in mine.items():
+            outer.setdefault(prefix + metric, {}).update(layers)
+        return {prefix + k: v for k, v in out.items()}
+
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def register_group(name: str, members: Iterable[str]) -> None:
@@ -132,6 +171,27 @@ def resolve(names: Iterable[str]) -> list[Diagnostic]:
                 seen.add(member)
                 out.append(_REGISTRY[member])
     return out
+
+
+def check_names(diagnostics: Iterable[Diagnostic]) -> None:
+    """Refuse two diagnostics of one run that would write the same metric or array.
+
+    Raises
+    ------
+    ValueError
+        Naming both and the metric, unless one of them declares it in ``shares``.
+    """
+    owner: dict[str, str] = {}
+    for d in diagnostics:
+        for n in sorted(d.names()):
+            first = owner.setdefault(n, d.name)
+            if first != d.name and n not in d.shares and n not in _REGISTRY[first].shares:
+                msg = (
+                    f"Diagnostics {first!r} and {d.name!r} both record {n!r}: one would "
+                    f"overwrite the other. Register the variant with a prefix (e.g. "
+                    f"register_...({d.name!r}, ..., prefix='{d.name}_')) to record both."
+                )
+                raise ValueError(msg)
 
 
 def metric_info(diagnostics: Iterable[Diagnostic]) -> dict[str, dict[str, str]]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import grokwidgets.diagnostics  # noqa: F401  (registers the built-in diagnostics)
 from grokwidgets._names import MODEL_LAYER
 from grokwidgets.diagnostics.probe import RECORD_VALUES, Probe
-from grokwidgets.diagnostics.registry import Diagnostic, metric_info, resolve
+from grokwidgets.diagnostics.registry import Diagnostic, check_names, metric_info, resolve
 from grokwidgets.monitor.cadence import Cadence, LogSpaced, as_cadence, cadence_from_json
 from grokwidgets.monitor.dispatch import readers_last, record_of
 from grokwidgets.store import run_dir
@@ -116,6 +116,7 @@ class Monitor:
         self.diagnostics: list[Diagnostic] = readers_last(
             resolve([diagnostics] if isinstance(diagnostics, str) else diagnostics)
         )
+        check_names(self.diagnostics)  # two writers of one metric: one value would be lost
         self._cadences = self._resolve_cadences(cadence)
         if callable(loss):
             self.loss_fn: LossFn | None = loss

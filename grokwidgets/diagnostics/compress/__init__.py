@@ -323,7 +323,11 @@ def _record(probe: Probe, opt: CompressOptions) -> dict[str, Any]:
 
 
 def register_compress(
-    name: str = "compress", options: CompressOptions | None = None, *, replace: bool = False
+    name: str = "compress",
+    options: CompressOptions | None = None,
+    *,
+    replace: bool = False,
+    prefix: str = "",
 ) -> None:
     """Register the compressibility diagnostic under ``name`` with ``options``.
 
@@ -331,7 +335,8 @@ def register_compress(
     paper's Gaussian Fisher on test rows::
 
         register_compress("compress_paper", CompressOptions(
-            fisher=FisherOptions(likelihood="gaussian", exact=True, split="test", n_rows=256)))
+            fisher=FisherOptions(likelihood="gaussian", exact=True, split="test", n_rows=256)),
+            prefix="paper_")
 
     Parameters
     ----------
@@ -340,6 +345,8 @@ def register_compress(
     options : CompressOptions, optional
     replace : bool
         Replace an existing registration of ``name``.
+    prefix : str
+        Prepended to the metric and array names, so the variant records beside ``compress``.
     """
     opt = options or CompressOptions()
 
@@ -353,6 +360,7 @@ def register_compress(
         arrays=compress_arrays(),
         cadence=MECHANISM_CADENCE,
         replace=replace,
+        prefix=prefix,
     )(compress)
 
 
