@@ -323,6 +323,50 @@ def test_compress_near_chance_says_why(trained):
         assert "near chance" in ds.attrs["nan_reasons"][name]["model"]
 
 
+def test_a_block_of_zero_scores_is_pruned_from_the_first_grid_point(trained):
+    """Dead units: their weights have zero Fisher and zero magnitude. Kept together with their
+    ties they were never pruned; ranked, they go first and change nothing."""
+    mod_task, model = trained
+    dead = copy.deepcopy(model)
+    with torch.no_grad():
+        width = dead.encoder[0].weight.shape[0]
+        gone = torch.arange(width) < int(0.75 * width)  # 12 of 16 hidden units
+        dead.encoder[0].weight[gone] = 0.0
+        dead.encoder[0].bias[gone] = 0.0
+        dead.readout.weight[:, gone] = 0.0
+    x, y = mod_task.x_train, mod_task.y_train
+    fisher = diagonal_fisher(dead, x, kind="true", exact=True)
+    zeros = int(sum((f == 0).sum() for f in fisher.values()))
+    n = sum(f.numel() for f in fisher.values())
+    assert zeros > 0.5 * n  # more than the first grid step (1 - 10^-1/4 = 44%) can hold
+    grid = kept_grid()
+    keep = np.maximum(1, np.round(grid * n))
+    inside = keep >= n - zeros  # grid points that prune only from the dead block
+    for method, kw in (("fisher", {"fisher": fisher}), ("magnitude", {})):
+        curve = pruning_curve(dead, method, x, y, loss_fn=F.cross_entropy, **kw)
+        np.testing.assert_allclose(curve.fraction_pruned, 1 - keep / n)  # ties broken
+        np.testing.assert_allclose(curve.loss[inside], curve.base_loss, atol=1e-6)
+        assert curve.compression_factor >= 1 / grid[inside].min()
+
+
+def test_zero_fisher_ties_are_pruned_smallest_weight_first():
+    """Fisher zero on every evaluation row, weights not zero (a unit inactive on these rows):
+    the tie is broken by magnitude."""
+    from grokwidgets.diagnostics.compress.pruning import make_pruner
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(40, generator=gen, dtype=torch.float64)
+    fisher = torch.rand(40, generator=gen, dtype=torch.float64) + 0.1
+    fisher[:30] = 0.0  # 30 ties at zero
+    pruner = make_pruner("fisher", {"w": w}, ["w"], {"w": fisher})
+    for keep in (35, 25, 12):
+        pruned, kept = pruner.apply(pruner.cutoff(keep))
+        assert kept == keep
+        gone = set(torch.nonzero(pruned["w"] == 0).flatten().tolist())
+        order = sorted(range(30), key=lambda i: abs(float(w[i])))  # zero-Fisher, small first
+        assert gone == set(order[: 40 - keep])
+
+
 def test_pruning_bad_input(trained):
     mod_task, model = trained
     x, y = mod_task.x_test, mod_task.y_test

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -397,3 +399,17 @@ def test_workers_start_with_one_thread_and_no_malloc_trim(client):
         lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
     )
     assert all(e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in env.values())
+
+
+def test_points_undo_the_malloc_trim_of_workers_they_did_not_start():
+    """A user's own workers (their Client, SLURM) keep dask's MALLOC_TRIM_THRESHOLD_; each
+    point then resets glibc's thresholds itself (run_point calls steady_malloc)."""
+    code = "from grokwidgets.sweeps.runner import steady_malloc; print(steady_malloc())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for e in (env | {"MALLOC_TRIM_THRESHOLD_": "65536"}, env)
+    ]
+    assert outs == ["True", "False"]

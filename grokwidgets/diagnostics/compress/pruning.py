@@ -12,9 +12,15 @@ The cutoffs are placed where they keep log-spaced fractions of the parameters,
 :math:`k_j = 10^{-j/4}`, :math:`j = 0, \dots, 12` (:func:`kept_grid`: 1 down to 10⁻³, four per
 decade): :math:`c_j` is the largest cutoff that keeps at least :math:`K_j = \max(1,
 \operatorname{round}(k_j P))` of the :math:`P` parameters (the :math:`(P - K_j + 1)`-th smallest
-score), and every parameter with score :math:`< c_j` is zeroed — the paper's rule, with ties
-kept together, so the fraction actually pruned (``*_prune_fraction``) can fall short of
-:math:`1 - k_j`. A log grid of cutoffs in Fisher units would need its range set by hand (the
+score), and every parameter with score :math:`< c_j` is zeroed — the paper's rule. Ties are
+broken, so that exactly :math:`P - K_j` parameters are zeroed: Fisher ties by magnitude
+(:math:`|\theta_i|`, smaller first), other ties by position. They matter at zero: a diagonal
+Fisher estimated on a subset of rows is exactly 0 for every weight of a ReLU unit that is
+inactive on all the rows holding its input (common in a sparse network), although the unit
+fires on other rows; kept together, such a block larger than :math:`1 - k_j` would stay
+unpruned at every grid point it covers, pruned together (the paper's positive cutoffs) it
+would go at once, however much its weights matter; ranked by magnitude it goes from the
+smallest weights up. A log grid of cutoffs in Fisher units would need its range set by hand (the
 Fisher's scale changes by orders of magnitude over training); placing the cutoffs by quantile
 keeps one grid, with a fixed meaning (compression :math:`1/k_j`), for every record and model,
 and matches the paper's own x axis (percent of parameters pruned).
@@ -159,36 +165,53 @@ class _Pruner:
         """The pruned parameters and how many are kept."""
         raise NotImplementedError
 
+    def score_at(self, cutoff: float) -> float:
+        """The cutoff as a curve reports it (score units)."""
+        return cutoff
+
 
 @dataclass
 class _ScorePruner(_Pruner):
-    """Zero every parameter whose score is below the cutoff (Fisher or magnitude)."""
+    """Zero the parameters of lowest score (Fisher or magnitude), ties broken by ``tiebreak``.
+
+    Its cutoffs are ranks: ``apply(c)`` zeroes the parameters ranked below ``c`` in the order
+    (score, tiebreak, position); :meth:`score_at` gives the score there, which is what a
+    curve reports.
+    """
 
     params: dict[str, Tensor]
     scores: Tensor  # flat float64, in params order
+    tiebreak: Tensor | None = None
+    _rank: Tensor = field(init=False)
     _sorted: Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         self.n_params = int(self.scores.numel())
-        self._sorted = torch.sort(self.scores).values
+        order = torch.arange(self.n_params)
+        if self.tiebreak is not None:
+            order = torch.argsort(self.tiebreak, stable=True)
+        order = order[torch.argsort(self.scores[order], stable=True)]
+        self._rank = torch.empty(self.n_params, dtype=torch.int64)
+        self._rank[order] = torch.arange(self.n_params)
+        self._sorted = self.scores[order]
 
     def cutoff(self, keep: int) -> float:
-        if keep >= self.n_params:
-            return float(self._sorted[0]) if self.n_params else math.inf
-        if keep <= 0:
-            return math.inf
-        return float(self._sorted[self.n_params - keep])
+        return float(self.n_params - min(max(keep, 0), self.n_params))
+
+    def score_at(self, cutoff: float) -> float:
+        """The score of the lowest-ranked parameter kept at ``cutoff`` (inf: none kept)."""
+        i = int(cutoff)
+        return float(self._sorted[i]) if i < self.n_params else math.inf
 
     def apply(self, cutoff: float) -> tuple[dict[str, Tensor], int]:
-        keep = self.scores >= cutoff
+        keep = self._rank >= int(cutoff)
         out: dict[str, Tensor] = {}
         offset = 0
         for name, p in self.params.items():
             mask = keep[offset : offset + p.numel()].reshape(p.shape)
             out[name] = torch.where(mask, p, torch.zeros((), dtype=p.dtype))
             offset += p.numel()
-        kept = self.n_params - int(torch.searchsorted(self._sorted, cutoff, side="left"))
-        return out, kept
+        return out, self.n_params - int(cutoff)
 
 
 @dataclass
@@ -313,7 +336,7 @@ def prune_curves(
         c = pruner.cutoff(target(k))
         params, n_kept = pruner.apply(c)
         loss, acc = evaluate(params)
-        cutoffs.append(c)
+        cutoffs.append(pruner.score_at(c))
         kept.append(n_kept)
         losses.append(loss)
         accs.append(acc)
@@ -474,4 +497,4 @@ def make_pruner(
     if not bool(torch.isfinite(scores).all()):
         msg = "The Fisher has non-finite entries."
         raise ValueError(msg)
-    return _ScorePruner(params, scores)
+    return _ScorePruner(params, scores, tiebreak=flat(params, names).abs())
