@@ -189,10 +189,11 @@ def steady_malloc() -> bool:
     the OS. With it glibc also stops adapting its mmap threshold, which stays at 128 KiB: every
     buffer above that (a batch's activations, a gradient) is mapped, page-faulted and unmapped
     at each use. Training the ``grok-vs-steady`` MLP took 1.8x as long in a worker as in a
-    plain process, a third of it in the kernel. This sets an 8 MiB mmap threshold (every
-    buffer of such models comes from the heap again: as fast as a plain process) and a 32 MiB
-    trim threshold (the worker still hands back freed memory beyond that). Only on Linux with
-    glibc and where the variable is set; returns whether it changed anything.
+    plain process, a third of it in the kernel. This sets glibc's usual ceilings instead: a
+    32 MiB mmap threshold (every buffer of such models comes from the heap again: as fast as a
+    plain process) and a 128 MiB trim threshold (freed memory beyond that still goes back).
+    Only on Linux with glibc and where the variable is set; returns whether it changed
+    anything.
     """
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
         return False
@@ -201,7 +202,9 @@ def steady_malloc() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False  # not glibc (musl has no mallopt)
-    return bool(mallopt(_M_MMAP_THRESHOLD, 8 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 32 << 20))
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    )
 
 
 def _run_or_resume(

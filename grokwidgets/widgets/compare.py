@@ -47,6 +47,35 @@ def _dash_by_detail(spec: Any, order: list[str] | None = None) -> Any:
     return out
 
 
+def _data_names(spec: Any) -> set[str]:
+    """Every named dataset a (sub-)spec reads."""
+    if isinstance(spec, list):
+        return set().union(*(_data_names(v) for v in spec)) if spec else set()
+    if not isinstance(spec, dict):
+        return set()
+    data = spec.get("data")
+    own = {data["name"]} if isinstance(data, dict) and isinstance(data.get("name"), str) else set()
+    return own.union(*(_data_names(v) for k, v in spec.items() if k != "data"))
+
+
+def _time_series_views(spec: Any) -> Any:
+    """``spec`` without the concatenated views that draw no time series.
+
+    Compare overlays runs along steps; a view of one record's arrays (the pruning curve at a
+    step, an ESD) has nothing to overlay and would stay empty, so it is left out. A spec whose
+    every view is such a view is kept as it is.
+    """
+    if not isinstance(spec, dict):
+        return spec
+    for key in ("hconcat", "vconcat", "concat"):
+        views = spec.get(key)
+        if isinstance(views, list):
+            kept = [v for v in views if _data_names(v) & TIME_SERIES.keys()]
+            if kept and len(kept) < len(views):
+                return {**spec, key: [_time_series_views(v) for v in kept]}
+    return spec
+
+
 def _renamed(spec: Any, names: dict[str, str]) -> Any:
     """``spec`` with its named datasets renamed (``{"accuracy": "accuracy · wd=0.1"}``)."""
     if isinstance(spec, list):
@@ -127,7 +156,7 @@ class Compare(PanelWidget):
                 )
         self._set_panels(names)
         order = list(dict.fromkeys(f"{run.dim}={run.value}" for run in runs))
-        specs = [_dash_by_detail(spec, order) for spec in self._specs]
+        specs = [_dash_by_detail(_time_series_views(spec), order) for spec in self._specs]
         if facet is None:
             self._specs = specs
             feed = {name: concat(v) for (_, name), v in per_name.items() if name in TIME_SERIES}

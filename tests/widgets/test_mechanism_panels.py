@@ -142,3 +142,24 @@ def test_detector_events_show_in_a_live_monitor():
     last = live.events[-1]
     assert f"step {last.step}: {last.message}" in live.message
     assert "phases" in live.panels
+
+
+def test_compare_leaves_out_views_it_cannot_overlay(run_ds):
+    """Compare overlays time series; the pruning curve at one step would stay an empty view."""
+    from grokwidgets.widgets import Compare
+
+    def names(spec):
+        if isinstance(spec, list):
+            return set().union(*(names(v) for v in spec)) if spec else set()
+        if not isinstance(spec, dict):
+            return set()
+        own = {spec["data"]["name"]} if isinstance(spec.get("data"), dict) else set()
+        return own.union(*(names(v) for k, v in spec.items() if k != "data"))
+
+    cmp = Compare([run_ds, run_ds.copy()])
+    compress = next(s for s in cmp._specs if s["usermeta"]["panel"] == "compress")
+    assert "compression" in names(compress) and "prune_curve" not in names(compress)
+    # the LiveMonitor of one run keeps both views
+    live = gw.widgets.LiveMonitor(run_ds)
+    compress = next(s for s in live._specs if s["usermeta"]["panel"] == "compress")
+    assert {"compression", "prune_curve"} <= names(compress)
