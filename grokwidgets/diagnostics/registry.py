@@ -181,13 +181,13 @@ def check_names(diagnostics: Iterable[Diagnostic]) -> None:
     ValueError
         Naming both and the metric, unless one of them declares it in ``shares``.
     """
-    owner: dict[str, str] = {}
+    owner: dict[str, Diagnostic] = {}
     for d in diagnostics:
         for n in sorted(d.names()):
-            first = owner.setdefault(n, d.name)
-            if first != d.name and n not in d.shares and n not in _REGISTRY[first].shares:
+            first = owner.setdefault(n, d)
+            if first is not d and n not in d.shares and n not in first.shares:
                 msg = (
-                    f"Diagnostics {first!r} and {d.name!r} both record {n!r}: one would "
+                    f"Diagnostics {first.name!r} and {d.name!r} both record {n!r}: one would "
                     f"overwrite the other. Register the variant with a prefix (e.g. "
                     f"register_...({d.name!r}, ..., prefix='{d.name}_')) to record both."
                 )

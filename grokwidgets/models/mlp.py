@@ -114,12 +114,18 @@ def make_activation(name: str) -> nn.Module:
     return simple[base]()
 
 
-def seeded_default_init(module: nn.Module, seed: int, init_scale: float = 1.0) -> None:
-    r"""Initialise ``module`` as PyTorch does by default, from a private generator, then scale.
+def seeded_default_init(
+    module: nn.Module, seed: int, init_scale: float = 1.0, init: str = "default"
+) -> None:
+    r"""Initialise ``module`` from a private generator, then scale.
 
-    Every ``nn.Linear`` gets :math:`W, b \sim U(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})`
-    (what ``kaiming_uniform_(a=√5)`` gives), every ``nn.Embedding`` :math:`\mathcal N(0, 1)`,
-    every ``nn.LayerNorm`` ones and zeros; the draws come from a ``torch.Generator`` seeded with
+    ``init="default"`` is PyTorch's default: every ``nn.Linear`` gets
+    :math:`W, b \sim U(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})` (what
+    ``kaiming_uniform_(a=√5)`` gives). ``init="xavier_normal"`` gives every ``nn.Linear``
+    :math:`W \sim \mathcal N\big(0, 2/(\text{fan\_in} + \text{fan\_out})\big)` (Glorot &
+    Bengio 2010, ``nn.init.xavier_normal_``) and zero biases, the init of Manning-Coe et al.
+    (2025). Either way every ``nn.Embedding`` gets :math:`\mathcal N(0, 1)` and every
+    ``nn.LayerNorm`` ones and zeros; the draws come from a ``torch.Generator`` seeded with
     ``seed``, in module order, so the result is deterministic and the global RNG is untouched.
     Finally every parameter is multiplied by ``init_scale``.
 
@@ -127,11 +133,22 @@ def seeded_default_init(module: nn.Module, seed: int, init_scale: float = 1.0) -
     ------
     TypeError
         If a module type with parameters is not one of the above.
+    ValueError
+        If ``init`` is not one of :data:`INITS`.
     """
+    if init not in INITS:
+        msg = f"Unknown init {init!r}. Valid inits: {list(INITS)}."
+        raise ValueError(msg)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
         for sub in module.modules():
-            if isinstance(sub, nn.Linear):
+            if isinstance(sub, nn.Linear) and init == "xavier_normal":
+                fan_out, fan_in = sub.weight.shape
+                std = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out > 0 else 0.0
+                sub.weight.copy_(torch.randn(sub.weight.shape, generator=gen) * std)
+                if sub.bias is not None:
+                    sub.bias.zero_()
+            elif isinstance(sub, nn.Linear):
                 bound = 1.0 / math.sqrt(sub.in_features) if sub.in_features > 0 else 0.0
                 _uniform(sub.weight, bound, gen)
                 if sub.bias is not None:
@@ -147,37 +164,6 @@ def seeded_default_init(module: nn.Module, seed: int, init_scale: float = 1.0) -
             elif any(True for _ in sub.parameters(recurse=False)):
                 msg = f"No default init known for {type(sub).__name__}."
                 raise TypeError(msg)
-        if init_scale != 1.0:
-            for p in module.parameters():
-                p.mul_(init_scale)
-
-
-def seeded_xavier_init(module: nn.Module, seed: int, init_scale: float = 1.0) -> None:
-    r"""Xavier-normal weights and zero biases from a private generator, then scale.
-
-    Every ``nn.Linear`` weight gets :math:`W \sim \mathcal N\big(0, 2/(\text{fan\_in} +
-    \text{fan\_out})\big)` (Glorot & Bengio 2010, ``nn.init.xavier_normal_``) and its bias
-    zeros; embeddings and layer norms as in :func:`seeded_default_init`. Draws come from a
-    ``torch.Generator`` seeded with ``seed``, in module order; then every parameter is
-    multiplied by ``init_scale`` (the "weight multiplier" of Manning-Coe et al. 2025, whose
-    models start this way).
-
-    Raises
-    ------
-    TypeError
-        If a module type with parameters is not one of the above.
-    """
-    seeded_default_init(module, seed, 1.0)  # embeddings, layer norms; Linear redrawn below
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    with torch.no_grad():
-        for sub in module.modules():
-            if isinstance(sub, nn.Linear):
-                fan_out, fan_in = sub.weight.shape
-                std = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out > 0 else 0.0
-                w = torch.randn(sub.weight.shape, generator=gen, dtype=sub.weight.dtype)
-                sub.weight.copy_(w * std)
-                if sub.bias is not None:
-                    sub.bias.zero_()
         if init_scale != 1.0:
             for p in module.parameters():
                 p.mul_(init_scale)
@@ -231,9 +217,8 @@ class MLP(nn.Module):
     init_scale : float
         Every parameter is multiplied by this after the init (Liu et al. [1]_).
     init : {"default", "xavier_normal"}
-        ``"default"``: PyTorch's default init (:func:`seeded_default_init`);
-        ``"xavier_normal"``: Xavier-normal weights and zero biases
-        (:func:`seeded_xavier_init`, the init of Manning-Coe et al. [4]_).
+        ``"default"``: PyTorch's default init; ``"xavier_normal"``: Xavier-normal weights
+        and zero biases, the init of Manning-Coe et al. [4]_ (:func:`seeded_default_init`).
     vocab_size : int or None
         Token inputs: number of token ids; adds ``embed`` = ``nn.Embedding(vocab_size,
         embed_dim)`` whose outputs for the ``n_tokens`` tokens are concatenated.
@@ -284,9 +269,6 @@ class MLP(nn.Module):
             msg = f"depth must be >= 0, got {depth!r}."
             raise ValueError(msg)
         make_activation(activation)  # validate before building anything
-        if init not in INITS:
-            msg = f"Unknown init {init!r}. Valid inits: {list(INITS)}."
-            raise ValueError(msg)
         if vocab_size is None:
             if n_tokens is not None or embed_dim is not None:
                 msg = "n_tokens and embed_dim apply to token inputs only: pass vocab_size too."
@@ -329,10 +311,7 @@ class MLP(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.readout = nn.Linear(features, self.out_dim, bias=self.bias, device=meta)
         self.to_empty(device="cpu")
-        if init == "xavier_normal":
-            seeded_xavier_init(self, self.seed, self.init_scale)
-        else:
-            seeded_default_init(self, self.seed, self.init_scale)
+        seeded_default_init(self, self.seed, self.init_scale, init)
 
         self._g0_names: list[tuple[str, str]] = []
         if self.centred:

@@ -212,19 +212,8 @@ def fourier_ipr(weight: ArrayLike, p: int) -> Tensor:
     (frequencies :math:`\pm k` pooled, the two operand blocks summed, the constant left out):
     1 for a node on one frequency, :math:`1/n` for power spread evenly over :math:`n`
     frequencies. Where :func:`fourier_concentration` reads only the top frequency, the IPR
-    counts how many carry the power. NaN for a row with no non-constant power.
-
-    Parameters
-    ----------
-    weight : Tensor or ndarray
-        ``(K, m * p)``: each row a node's weights on ``m`` one-hot blocks of ``p`` elements.
-    p : int
-        Order of the cyclic group :math:`\mathbb Z_p`.
-
-    Returns
-    -------
-    Tensor
-        ``(K,)`` float64.
+    counts how many carry the power. NaN for a row with no non-constant power. ``weight`` and
+    ``p`` as in :func:`fourier_concentration`; returns ``(K,)`` float64.
 
     References
     ----------
