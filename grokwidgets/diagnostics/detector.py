@@ -21,8 +21,10 @@ feature-learning onset   after the fit: kernel speed ≥ 2 × its   NaN (not det
                          layer's ``probe_test_acc`` 0.05 above
                          its value at the fit
 α < 2                    ``htsr_alpha`` of any layer < 2         NaN
-correlation traps        ``htsr_num_traps`` ≥ its count at the   NaN
-                         fit + 2
+correlation traps        ``htsr_num_traps`` of the layers with   NaN
+                         an α fit (≥ 20 eigenvalues), summed,
+                         ≥ its count at the fit + 2 (the model
+                         total when no layer has a fit)
 collapse warning         train fit and (α < 2 or traps)          NaN if neither is there
 =======================  ======================================  ========================
 
@@ -244,6 +246,28 @@ def _per_layer(values: Values, metric: str) -> list[float]:
     ]
 
 
+def _fitted_traps(values: Values) -> float:
+    """The trap count the detector watches: summed over the layers with an α fit.
+
+    A layer with fewer than 20 eigenvalues (a 200 × 10 readout) has no α, and its traps come
+    from 5 pooled shuffles against an MP edge fitted to a handful of eigenvalues: they flicker
+    between 0 and ~5 from record to record (the anti-grokking notebook measured it) and would
+    raise the warning by themselves. Without per-layer values, the model total is used.
+    """
+    layers = {
+        layer: float(v)
+        for (layer, name), v in values.items()
+        if name == "htsr_num_traps" and layer != MODEL_LAYER and math.isfinite(v)
+    }
+    fitted = [v for layer, v in layers.items() if math.isfinite(_get(values, "htsr_alpha", layer))]
+    if fitted:
+        return float(sum(fitted))
+    total = _get(values, "htsr_num_traps")
+    if math.isfinite(total) or not layers:
+        return total
+    return float(sum(layers.values()))
+
+
 def _flag(value: bool) -> float:
     return 1.0 if value else 0.0
 
@@ -406,10 +430,7 @@ class PhaseDetector:
         alpha_low = _flag(min(alphas) < r.alpha_low) if alphas else math.nan
         if not alphas:
             reasons["phase_alpha_low"] = "no htsr_alpha in this record (htsr not recorded)"
-        traps_now = _get(values, "htsr_num_traps")
-        if math.isnan(traps_now):  # no model total: sum the layers
-            layer_traps = _per_layer(values, "htsr_num_traps")
-            traps_now = float(sum(layer_traps)) if layer_traps else math.nan
+        traps_now = _fitted_traps(values)
         if s.fit == 1.0 and not was_fit:  # the count at the fit is the baseline from now on
             s.traps_base = traps_now
         traps = math.nan
@@ -470,8 +491,8 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("phase_onset", "1 once feature learning starts after the fit (kernel speed "
                "x2 from its minimum, or probe accuracy +0.05); latched", "flag", _KUMAR),
     MetricInfo("phase_alpha_low", "1 when a layer has HTSR alpha < 2", "flag", _PRAKASH),
-    MetricInfo("phase_traps", "1 when correlation traps rose by >= 2 over their count at the "
-               "train fit", "flag", _PRAKASH),
+    MetricInfo("phase_traps", "1 when correlation traps (summed over the layers with an alpha "
+               "fit) rose by >= 2 over their count at the train fit", "flag", _PRAKASH),
     MetricInfo("phase_collapse_warning", "1 when the train split is fit and a layer has "
                "alpha < 2 or traps appeared (anti-grokking warning)", "flag", _PRAKASH),
     MetricInfo("phase_kernel_speed", "angle between consecutive NTKs per step, "

@@ -22,6 +22,11 @@ MECHANISM_SUITE: tuple[str, ...] = (
     "phase_detector",
 )
 
+#: The loss records' log grid (``Cadence.default()``) and the mechanism families' sparser one,
+#: in their JSON form: presets that also need a linear grid take the union with it.
+LOG_GRID: dict[str, int] = {"log_per_decade": 50, "linear_until": 100}
+MECHANISM_LOG_GRID: dict[str, int] = {"log_per_decade": 10, "linear_until": 10}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "modular-addition": {
         "description": (
@@ -138,6 +143,75 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 64,
             "diagnostics": ["basic", "li2", "compress", "infogeo"],
             "cadence": {"infogeo": {"every": 139}, "compress": {"every": 139}},
+        },
+    },
+    "htsr-anti-grokking": {
+        "description": (
+            "Anti-grokking, accelerated (Prakash & Martin 2025, arXiv:2506.04434): MLP "
+            "784-200-200-10 ReLU, PyTorch default init then every parameter x 8, the first "
+            "500 MNIST digits, MSE on one-hot, AdamW lr 5e-3 with betas (0.9, 0.95) and no "
+            "weight decay, batches of 100 cycled from one permutation, float32, 30,000 steps "
+            "(under 2 minutes on 2 cores). Train accuracy 100% within ~500 steps, test peaks "
+            "near 0.7 at ~4k, then falls by about 0.2 while train stays fitted; the first "
+            "layer's HTSR alpha falls towards 2 and its correlation traps grow through the "
+            "fall. Departs from the paper's recipe (htsr-anti-grokking-paper) in beta2 (0.95, "
+            "not 0.999), lr (10x), samples (500, not 1,000), batch (100, not 200), precision "
+            "(float32) and length (3e4, not 1e7 steps). The paper's weight-decay control at "
+            "this pace is train.weight_decay=0.25 (lr x wd x steps 37.5, the paper's 50)."
+        ),
+        "seed": 0,
+        "task": {"family": "mnist", "n_train": 500, "n_test": 10000},
+        "model": {"class": "MLP", "width": 200, "depth": 2, "init_scale": 8.0, "seed": 0},
+        "train": {
+            "steps": 30000,
+            "optimizer": "adamw",
+            "lr": 5e-3,
+            "weight_decay": 0.0,
+            "optimizer_kwargs": {"betas": [0.9, 0.95]},
+            "batch_size": 100,
+            "loss": "mse",
+            "shuffle": "once",
+            "diagnostics": ["basic", "htsr", "comparative", "phase_detector"],
+            "cadence": {
+                "default": {"union": [LOG_GRID, {"every": 250}]},
+                "htsr": {"union": [MECHANISM_LOG_GRID, {"every": 500}]},
+                "comparative": {"union": [MECHANISM_LOG_GRID, {"every": 500}]},
+                "phase_detector": {"union": [MECHANISM_LOG_GRID, {"every": 500}]},
+            },
+            "checkpoint_cadence": {"union": [MECHANISM_LOG_GRID, {"every": 2000}]},
+        },
+    },
+    "htsr-anti-grokking-paper": {
+        "description": (
+            "Anti-grokking, the paper's recipe (Prakash & Martin 2025, arXiv:2506.04434, "
+            "Table 3): MLP 784-200-200-10 ReLU, PyTorch default init then every parameter "
+            "x 8, the first 1,000 MNIST digits, the 10k test set, batch 200 cycled from one "
+            "permutation, MSE on one-hot, AdamW lr 5e-4 with default betas, weight decay 0 "
+            "(train.weight_decay=0.01 is the paper's control), float64, 10^7 steps: about "
+            "8-10 hours on 2 cores. Checkpoints every 250,000 steps; `grokwidgets resume "
+            "DIR` continues an interrupted run. The paper: train fit by 10^4-10^5 steps, test "
+            "peak near 10^6, collapse to ~0.5 by 10^7; first-layer alpha 5.0 -> 3.6 -> 0.9."
+        ),
+        "seed": 0,
+        "task": {"family": "mnist", "n_train": 1000, "n_test": 10000},
+        "model": {"class": "MLP", "width": 200, "depth": 2, "init_scale": 8.0, "seed": 0},
+        "train": {
+            "steps": 10_000_000,
+            "optimizer": "adamw",
+            "lr": 5e-4,
+            "weight_decay": 0.0,
+            "batch_size": 200,
+            "loss": "mse",
+            "shuffle": "once",
+            "dtype": "float64",
+            "diagnostics": ["basic", "htsr", "comparative", "phase_detector"],
+            "cadence": {
+                "default": {"log_per_decade": 20, "linear_until": 10},
+                "htsr": {"log_per_decade": 10, "linear_until": 10},
+                "comparative": {"log_per_decade": 10, "linear_until": 10},
+                "phase_detector": {"log_per_decade": 10, "linear_until": 10},
+            },
+            "checkpoint_cadence": {"every": 250000},
         },
     },
 }

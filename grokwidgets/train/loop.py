@@ -73,10 +73,17 @@ class Run:
 class BatchSchedule:
     """Which training samples step ``s`` uses: a pure function of ``(seed, s)``.
 
-    Each epoch is a fresh seeded permutation (``shuffle="epoch"``) or the same one
-    (``shuffle="once"``, Omnigrok's cycled batches) cut into ``n // batch_size`` batches
-    (the remainder is dropped so every batch has the same size). Being stateless, it
-    resumes exactly from any step.
+    - ``shuffle="epoch"``: each epoch is a fresh seeded permutation cut into
+      ``n // batch_size`` batches; the ``n % batch_size`` samples left over are left out of
+      that epoch (PyTorch's ``drop_last=True``), a different set each epoch, so every sample
+      is still trained on.
+    - ``shuffle="once"`` (Omnigrok's cycled batches): one fixed permutation read as an
+      endless cycle, batch ``s`` being its entries ``s·B … s·B + B − 1`` modulo ``n``. When
+      ``B`` does not divide ``n`` a batch wraps around into the next pass, so every sample
+      is used equally often; cutting the one permutation into ``n // B`` batches would never
+      train on the same ``n % B`` samples while train accuracy counts them.
+
+    Every batch has ``batch_size`` samples. Being stateless, it resumes exactly from any step.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: str = "epoch") -> None:
@@ -91,15 +98,24 @@ class BatchSchedule:
         self._epoch = -1
         self._perm = torch.arange(n)
 
-    def indices(self, step: int) -> Tensor:
-        """Sample indices of the batch used at ``step``."""
-        epoch, i = divmod(step, self.per_epoch)
-        key = 0 if self.shuffle == "once" else epoch
+    def _permutation(self, key: int) -> Tensor:
         if key != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
             self._perm = torch.randperm(self.n, generator=g)
             self._epoch = key
-        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._perm
+
+    def indices(self, step: int) -> Tensor:
+        """Sample indices of the batch used at ``step``."""
+        if self.shuffle == "once":
+            start = (step * self.batch_size) % self.n
+            perm = self._permutation(0)
+            if start + self.batch_size <= self.n:
+                return perm[start : start + self.batch_size]
+            return perm[(start + torch.arange(self.batch_size)) % self.n]
+        epoch, i = divmod(step, self.per_epoch)
+        perm = self._permutation(epoch)
+        return perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
 def _stochastic(model: nn.Module) -> bool:
@@ -159,7 +175,8 @@ def train(
         Continue the run in ``dir``, or replace it. Without either, a ``dir`` that already
         holds a run is refused.
     shuffle : {"epoch", "once"}
-        A new permutation each epoch, or one fixed permutation cycled (Omnigrok).
+        A new permutation each epoch, or one fixed permutation cycled (Omnigrok); see
+        :class:`BatchSchedule` for what happens to the ``n % batch_size`` samples left over.
     dtype : {"float32", "float64"}, optional
         Cast model and data to this precision first.
     optimizer_kwargs : dict, optional

@@ -8,6 +8,8 @@ import numpy as np
 import xarray as xr
 
 from grokwidgets._names import MODEL_LAYER
+from grokwidgets.diagnostics.htsr import RANDOM_REPLICAS_BELOW
+from grokwidgets.diagnostics.htsr.fits import SMALL_N
 from grokwidgets.diagnostics.li2.fourier import CONCENTRATED
 from grokwidgets.views.frame import Table
 
@@ -118,6 +120,8 @@ def series_tables(ds: xr.Dataset) -> dict[str, Table]:
                 col = values[:, layers.index(layer), mi]
                 ok = np.isfinite(col) & (steps > 0)
                 label = s.label if s.label is not None else layer
+                if s.metric == "htsr_num_traps":
+                    label = _traps_label(ds, layer, label)
                 parts.append(
                     {
                         "step": steps[ok],
@@ -127,6 +131,27 @@ def series_tables(ds: xr.Dataset) -> dict[str, Table]:
                 )
         out[name] = concat(parts) if parts else _empty_series()
     return out
+
+
+def _traps_label(ds: xr.Dataset, layer: str, label: str) -> str:
+    """A trap series' label, saying when the layer has too few eigenvalues to trust it.
+
+    Below 100 eigenvalues the count is over 5 pooled shuffles (as WeightWatcher), so it is
+    about 5× a single shuffle's; below 20 there is no power-law fit either, and the MP edge
+    the traps are counted against is fitted to a handful of eigenvalues.
+    """
+    if "htsr_num_evals" not in ds["metric"].values:
+        return label
+    col = np.asarray(ds["metrics"].sel(layer=layer, metric="htsr_num_evals").values)
+    col = col[np.isfinite(col)]
+    if col.size == 0:
+        return label
+    n = int(col.max())
+    if n < SMALL_N:
+        return f"{label} (rough: {n} eigenvalues)"
+    if n < RANDOM_REPLICAS_BELOW:
+        return f"{label} (5 shuffles pooled)"
+    return label
 
 
 def concat(tables: list[Table]) -> Table:

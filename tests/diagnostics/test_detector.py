@@ -110,6 +110,22 @@ def test_collapse_warning_from_alpha_and_traps():
     assert det2.update(1, {("a", "htsr_num_traps"): 1.0, ("b", "htsr_num_traps"): 1.0}).traps == 1
 
 
+def test_traps_of_layers_without_an_alpha_fit_do_not_raise_the_warning():
+    # a readout with too few eigenvalues for alpha flickers; a fitted layer's rise counts
+    det = PhaseDetector(DetectorRules(min_records=1, trap_rise=2))
+
+    def row(fc1, readout):
+        return {(M, "train_acc"): 1.0, ("fc1", "htsr_alpha"): 4.0, ("fc1", "htsr_num_traps"): fc1,
+                ("readout", "htsr_alpha"): float("nan"), ("readout", "htsr_num_traps"): readout,
+                (M, "htsr_num_traps"): fc1 + readout}  # fmt: skip
+
+    outs = feed(
+        det, [(0, row(1.0, 0.0)), (1, row(1.0, 5.0)), (2, row(2.0, 0.0)), (3, row(3.0, 4.0))]
+    )
+    assert [o.traps for o in outs] == [0.0, 0.0, 0.0, 1.0]
+    assert [o.collapse_warning for o in outs] == [0.0, 0.0, 0.0, 1.0]
+
+
 def test_train_fit_has_hysteresis():
     det = PhaseDetector(DetectorRules(min_records=1, train_threshold=0.99, train_slack=0.05))
     accs = [0.98, 1.0, 0.96, 0.93, 0.98, 0.995]

@@ -211,6 +211,35 @@ def test_batch_schedule_is_stateless_and_covers_each_epoch():
     torch.testing.assert_close(once.indices(1), once.indices(5))
 
 
+def test_once_shuffle_cycles_the_remainder_in():
+    # 500 samples in batches of 200: cutting one permutation into 2 batches would never train
+    # on 100 of them; the cycled schedule uses every sample equally often.
+    once = BatchSchedule(500, 200, seed=1, shuffle="once")
+    seen = torch.cat([once.indices(s) for s in range(5)])  # 1000 draws: two full passes
+    assert seen.numel() == 1000
+    assert torch.bincount(seen, minlength=500).tolist() == [2] * 500
+    assert once.indices(2).numel() == 200  # the batch that wraps around is full
+    again = BatchSchedule(500, 200, seed=1, shuffle="once")
+    torch.testing.assert_close(again.indices(7), once.indices(7))  # stateless
+    torch.testing.assert_close(once.indices(0), once.indices(5))  # period n / gcd(n, B)
+    # when the batch divides n, the schedule is the one permutation cut into n // B batches
+    even = BatchSchedule(20, 5, seed=3, shuffle="once")
+    perm = torch.cat([even.indices(s) for s in range(4)])
+    assert sorted(perm.tolist()) == list(range(20))
+    torch.testing.assert_close(even.indices(4), even.indices(0))
+
+
+def test_epoch_shuffle_leaves_out_a_different_remainder_each_epoch():
+    sched = BatchSchedule(23, 5, seed=0)
+    left_out = [
+        set(range(23)) - set(torch.cat([sched.indices(e * 4 + i) for i in range(4)]).tolist())
+        for e in range(6)
+    ]
+    assert all(len(x) == 3 for x in left_out)
+    assert len({frozenset(x) for x in left_out}) > 1
+    assert set.intersection(*left_out) == set()  # no sample is left out of every epoch
+
+
 def test_a_config_gives_cadences_in_their_json_form(tmp_path):
     from grokwidgets.train.config import run_config
 

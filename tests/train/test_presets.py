@@ -1,6 +1,7 @@
 """Every preset builds and trains; the paper presets encode the papers' recipes."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +11,17 @@ import grokwidgets as gw
 from grokwidgets.presets import PRESETS, get_preset
 from grokwidgets.train.config import apply_overrides, run_config
 
+SHARED_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist.npz"
+
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_runs_a_few_steps(name, tmp_path):
-    if name == "mnist-omnigrok":
-        pytest.skip("needs MNIST: tested with the MNIST task")
+def test_every_preset_runs_a_few_steps(name, tmp_path, monkeypatch):
     cfg = apply_overrides(get_preset(name), ["train.steps=3", 'train.diagnostics=["basic"]'])
+    if cfg["task"]["family"] == "mnist":
+        if not SHARED_MNIST.is_file():
+            pytest.skip(f"needs the shared MNIST file at {SHARED_MNIST} (../shared is absent)")
+        monkeypatch.setenv("GROKWIDGETS_DATA", str(SHARED_MNIST))
+        cfg = apply_overrides(cfg, ["task.n_train=200", "task.n_test=50"])
     cfg["train"].pop("cadence", None)
     run = run_config(cfg, tmp_path / "run", progress=False)
     acc = run.dataset().metrics.sel(metric="train_acc", layer="model")
@@ -46,3 +52,33 @@ def test_grok_vs_steady_is_the_papers_recipe(tmp_path):
         64,
     )
     assert r["cadence"]["infogeo"] == {"every": task.n_train // 64}  # once an epoch
+
+
+def test_htsr_anti_grokking_presets_encode_the_paper_and_its_acceleration():
+    """Prakash & Martin (2025), Table 3: 784-200-200-10 ReLU, default init x 8, 1,000 digits,
+    batch 200, MSE, AdamW lr 5e-4 default betas, no weight decay, float64, 1e7 steps; the
+    accelerated preset departs only in data size, batch, lr, beta2, precision and length."""
+    paper, fast = get_preset("htsr-anti-grokking-paper"), get_preset("htsr-anti-grokking")
+    for cfg in (paper, fast):
+        assert cfg["model"] == {
+            "class": "MLP", "width": 200, "depth": 2, "init_scale": 8.0, "seed": 0
+        }  # fmt: skip
+        assert cfg["task"]["family"] == "mnist" and cfg["task"]["n_test"] == 10000
+        assert "seed" not in cfg["task"]  # the first n digits, as the paper
+        t = cfg["train"]
+        assert (t["optimizer"], t["weight_decay"], t["loss"], t["shuffle"]) == (
+            "adamw",
+            0.0,
+            "mse",
+            "once",
+        )
+        assert {"htsr", "comparative", "phase_detector"} <= set(t["diagnostics"])
+    p, f = paper["train"], fast["train"]
+    assert paper["task"]["n_train"] == 1000 and (p["batch_size"], p["lr"]) == (200, 5e-4)
+    assert p["dtype"] == "float64" and p["steps"] == 10**7 and "optimizer_kwargs" not in p
+    assert fast["task"]["n_train"] == 500 and (f["batch_size"], f["lr"]) == (100, 5e-3)
+    assert f["optimizer_kwargs"] == {"betas": [0.9, 0.95]} and "dtype" not in f
+    # five batches an epoch in both; the paper's control (wd 0.01) at the accelerated pace is
+    # the same total decay lr x wd x steps within 30% (37.5 vs 50; 50 at 40k steps)
+    assert paper["task"]["n_train"] // p["batch_size"] == fast["task"]["n_train"] // f["batch_size"]
+    assert 5e-3 * 0.25 * f["steps"] == pytest.approx(5e-4 * 0.01 * p["steps"], rel=0.3)

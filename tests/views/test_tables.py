@@ -35,3 +35,21 @@ def test_current_without_spectra_is_empty():
     ds = dataset(range(0, 5), spectrum=False)
     cur = current_tables(ds)
     assert all(len(next(iter(t.values()))) == 0 for t in cur.values())
+
+
+def test_trap_series_say_when_a_layer_has_too_few_eigenvalues():
+    # A real monitored MLP: encoder 784x200 (200 eigenvalues), a 200x60 layer (60: pooled
+    # shuffles) and the 200x10 readout (10: pooled, no power-law fit).
+    import torch
+
+    from grokwidgets.monitor import Monitor
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 200), torch.nn.ReLU(), torch.nn.Linear(200, 60), torch.nn.ReLU()
+    )
+    model.append(torch.nn.Linear(60, 10))
+    mon = Monitor(model, diagnostics=["htsr"], cadence=1)
+    mon.record(0)
+    mon.record(1)
+    labels = set(series_tables(mon.dataset())["traps"]["series"])
+    assert labels == {"0", "2 (5 shuffles pooled)", "4 (rough: 10 eigenvalues)"}

@@ -113,7 +113,10 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("mp_softrank", "MP soft rank λ+ / λmax", "1", _MM),
     MetricInfo("htsr_num_traps",
                "correlation traps: eigenvalues of the element-wise shuffled W beyond its MP "
-               "edge (model: total over layers)", "count", _TRAPS),
+               "edge (model: total over layers). Below 100 eigenvalues 5 shuffles are pooled "
+               "(as WeightWatcher), so the count is about 5x one shuffle's; below 20 (no α "
+               "fit) the MP edge rests on a handful of eigenvalues: a rough sign only",
+               "count", _TRAPS),
     MetricInfo("htsr_rand_distance",
                "Jensen–Shannon distance between the ESD and the shuffled W's ESD", "1", _WW),
     MetricInfo("htsr_rand_lambda_max", "largest eigenvalue of the shuffled W's ESD", "λ", _WW),
