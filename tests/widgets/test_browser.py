@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-TRAIN_STEPS, CADENCE = 1200, 20
+TRAIN_STEPS, CADENCE = 4000, 50  # a run of a few seconds: several 0.25 s live updates
 STORY_FIRST = 14_000  # the story cell's last step before its update
 SEEDS = (0, 1, 2)
 
