@@ -1,4 +1,4 @@
-"""Models: an MLP with named encoder/readout and output scale α, a one-layer transformer."""
+"""Models: an MLP (encoder/readout, output scale α), a one-layer transformer, linearizations."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ from typing import Any
 
 from torch import nn
 
+from grokwidgets.models.linearized import Linearized
 from grokwidgets.models.mlp import MLP
 from grokwidgets.models.transformer import Transformer
 from grokwidgets.tasks.base import check_kwargs
 
-__all__ = ["MLP", "Transformer", "from_config"]
+__all__ = ["MLP", "Linearized", "Transformer", "from_config"]
 
-_CLASSES: dict[str, type[nn.Module]] = {"MLP": MLP, "Transformer": Transformer}
+_CLASSES: dict[str, type[nn.Module]] = {
+    "MLP": MLP,
+    "Linearized": Linearized,
+    "Transformer": Transformer,
+}
 
 
 def from_config(config: dict[str, Any]) -> nn.Module:

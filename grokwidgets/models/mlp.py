@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from grokwidgets.tasks.base import Task
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "Poly", "Square", "make_activation"]
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "READOUTS", "Poly", "Square", "make_activation"]
 
 #: Activation names accepted by :func:`make_activation` (``"poly"`` also as ``"poly:EPS"``).
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "identity", "square", "poly")
@@ -22,7 +22,10 @@ DEFAULT_POLY_EPSILON = 0.02
 _G0_PREFIX = "g0__"
 
 #: Weight initialisations :class:`MLP` accepts (``init=``), before ``init_scale`` multiplies.
-INITS = ("default", "xavier_normal")
+INITS = ("default", "xavier_normal", "normal")
+
+#: Readouts :class:`MLP` accepts (``readout=``): trained, or fixed at 1/width (not a parameter).
+READOUTS = ("trained", "fixed")
 
 
 class Square(nn.Module):
@@ -124,7 +127,10 @@ def seeded_default_init(
     ``kaiming_uniform_(a=√5)`` gives). ``init="xavier_normal"`` gives every ``nn.Linear``
     :math:`W \sim \mathcal N\big(0, 2/(\text{fan\_in} + \text{fan\_out})\big)` (Glorot &
     Bengio 2010, ``nn.init.xavier_normal_``) and zero biases, the init of Manning-Coe et al.
-    (2025). Either way every ``nn.Embedding`` gets :math:`\mathcal N(0, 1)` and every
+    (2025). ``init="normal"`` gives every ``nn.Linear`` :math:`W \sim \mathcal N(0, 1)` (unit
+    variance whatever the fan-in) and zero biases, the init of Kumar et al. (2024), under
+    which the pre-activations :math:`w \cdot x` are of order :math:`\lVert x\rVert`. Every
+    ``nn.Embedding`` gets :math:`\mathcal N(0, 1)` and every
     ``nn.LayerNorm`` ones and zeros; the draws come from a ``torch.Generator`` seeded with
     ``seed``, in module order, so the result is deterministic and the global RNG is untouched.
     Finally every parameter is multiplied by ``init_scale``.
@@ -142,9 +148,11 @@ def seeded_default_init(
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
         for sub in module.modules():
-            if isinstance(sub, nn.Linear) and init == "xavier_normal":
+            if isinstance(sub, nn.Linear) and init in ("xavier_normal", "normal"):
                 fan_out, fan_in = sub.weight.shape
-                std = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out > 0 else 0.0
+                std = 1.0
+                if init == "xavier_normal":
+                    std = math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out > 0 else 0.0
                 sub.weight.copy_(torch.randn(sub.weight.shape, generator=gen) * std)
                 if sub.bias is not None:
                     sub.bias.zero_()
@@ -216,9 +224,16 @@ class MLP(nn.Module):
         ``parameters()``); see :meth:`initial_parameters`.
     init_scale : float
         Every parameter is multiplied by this after the init (Liu et al. [1]_).
-    init : {"default", "xavier_normal"}
+    init : {"default", "xavier_normal", "normal"}
         ``"default"``: PyTorch's default init; ``"xavier_normal"``: Xavier-normal weights
-        and zero biases, the init of Manning-Coe et al. [4]_ (:func:`seeded_default_init`).
+        and zero biases, the init of Manning-Coe et al. [4]_; ``"normal"``: weights
+        :math:`\mathcal N(0, 1)` and zero biases, Kumar et al.'s [2]_
+        (:func:`seeded_default_init`).
+    readout : {"trained", "fixed"}
+        ``"fixed"``: the readout weights are all :math:`1/\text{width}` and its bias 0, held
+        as buffers, not parameters, so no optimizer moves them and the NTK leaves them out:
+        :math:`g(x) = \frac1N\sum_i \phi(w_i \cdot x)`, Kumar et al.'s model [2]_ with its
+        readouts fixed at 1. One output only (every output would be the same).
     vocab_size : int or None
         Token inputs: number of token ids; adds ``embed`` = ``nn.Embedding(vocab_size,
         embed_dim)`` whose outputs for the ``n_tokens`` tokens are concatenated.
@@ -255,6 +270,7 @@ class MLP(nn.Module):
         centred: bool = False,
         init_scale: float = 1.0,
         init: str = "default",
+        readout: str = "trained",
         vocab_size: int | None = None,
         n_tokens: int | None = None,
         embed_dim: int | None = None,
@@ -269,6 +285,15 @@ class MLP(nn.Module):
             msg = f"depth must be >= 0, got {depth!r}."
             raise ValueError(msg)
         make_activation(activation)  # validate before building anything
+        if readout not in READOUTS:
+            msg = f"Unknown readout {readout!r}. Valid readouts: {list(READOUTS)}."
+            raise ValueError(msg)
+        if readout == "fixed" and int(out_dim) != 1:
+            msg = (
+                f"readout='fixed' sets every readout weight to 1/width, so all {out_dim} outputs "
+                "would be equal: use it with one output (regression)."
+            )
+            raise ValueError(msg)
         if vocab_size is None:
             if n_tokens is not None or embed_dim is not None:
                 msg = "n_tokens and embed_dim apply to token inputs only: pass vocab_size too."
@@ -290,6 +315,7 @@ class MLP(nn.Module):
         self.centred = bool(centred)
         self.init_scale = float(init_scale)
         self.init = init
+        self.readout_mode = readout
         self.vocab_size = vocab_size
         self.n_tokens = n_tokens
         self.embed_dim = embed_dim
@@ -312,6 +338,9 @@ class MLP(nn.Module):
         self.readout = nn.Linear(features, self.out_dim, bias=self.bias, device=meta)
         self.to_empty(device="cpu")
         seeded_default_init(self, self.seed, self.init_scale, init)
+        self._fixed_names: list[str] = []
+        if readout == "fixed":
+            self._fix_readout()
 
         self._g0_names: list[tuple[str, str]] = []
         if self.centred:
@@ -341,6 +370,7 @@ class MLP(nn.Module):
             "centred": self.centred,
             "init_scale": self.init_scale,
             "init": self.init,
+            "readout": self.readout_mode,
             "vocab_size": self.vocab_size,
             "n_tokens": self.n_tokens,
             "embed_dim": self.embed_dim,
@@ -361,6 +391,7 @@ class MLP(nn.Module):
         embed_dim: int = 128,
         seed: int = 0,
         init: str = "default",
+        readout: str = "trained",
     ) -> MLP:
         """Build an MLP sized for ``task``.
 
@@ -372,7 +403,7 @@ class MLP(nn.Module):
         ----------
         task : Task
             The task the model is for.
-        width, depth, alpha, centred, init_scale, init, bias, embed_dim, seed
+        width, depth, alpha, centred, init_scale, init, readout, bias, embed_dim, seed
             As in :class:`MLP`.
         activation : str or None
             As in :class:`MLP`. ``None`` (the default) means ``"poly:<ε>"`` when
@@ -401,6 +432,7 @@ class MLP(nn.Module):
                 centred=centred,
                 init_scale=init_scale,
                 init=init,
+                readout=readout,
                 vocab_size=task.vocab_size,
                 n_tokens=task.input_dim,
                 embed_dim=embed_dim,
@@ -417,8 +449,39 @@ class MLP(nn.Module):
             centred=centred,
             init_scale=init_scale,
             init=init,
+            readout=readout,
             seed=seed,
         )
+
+    def _fix_readout(self) -> None:
+        """Replace the readout's parameters by buffers: weights 1/width, bias 0."""
+        lin = self.readout
+        fixed = {"weight": torch.full_like(lin.weight.detach(), 1.0 / lin.in_features)}
+        if lin.bias is not None:
+            fixed["bias"] = torch.zeros_like(lin.bias.detach())
+        for name, value in fixed.items():
+            delattr(lin, name)
+            lin.register_buffer(name, value)
+            self._fixed_names.append(f"readout.{name}")
+
+    def recentre(self) -> None:
+        r"""Make the current parameters the reference :math:`g_0`, so that :math:`f \equiv 0` now.
+
+        For a centred model re-initialised (or otherwise changed) after it was built: the
+        copy of the initial parameters is what :math:`f = \alpha (g - g_0)` subtracts, and it
+        is not updated by assigning new parameters.
+
+        Raises
+        ------
+        ValueError
+            If the model is not centred.
+        """
+        if not self.centred:
+            msg = "Only a centred MLP (centred=True) has a g0 to recentre."
+            raise ValueError(msg)
+        with torch.no_grad():
+            for name, buf in self._g0_names:
+                self.get_buffer(buf).copy_(self.get_parameter(name))
 
     def initial_parameters(self) -> dict[str, Tensor]:
         """Return the parameters of :math:`g_0` (centred models only), keyed by parameter path.
@@ -449,8 +512,9 @@ class MLP(nn.Module):
         out = self._g(x)
         if self.centred:
             with torch.no_grad():
+                fixed = {name: self.get_buffer(name) for name in self._fixed_names}
                 out0 = torch.func.functional_call(
-                    self._g0_net, self.initial_parameters(), (x,), strict=True
+                    self._g0_net, {**self.initial_parameters(), **fixed}, (x,), strict=True
                 )
             out = out - out0
         return out * self.alpha
@@ -474,4 +538,6 @@ class MLP(nn.Module):
     def extra_repr(self) -> str:
         """Show α, centring and init scale in the module's repr."""
         init = "" if self.init == "default" else f", init={self.init!r}"
+        if self.readout_mode != "trained":
+            init += f", readout={self.readout_mode!r}"
         return f"alpha={self.alpha}, centred={self.centred}, init_scale={self.init_scale}{init}"

@@ -118,6 +118,18 @@ class BatchSchedule:
         return perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
+def _alpha(model: nn.Module) -> float:
+    """The model's output scale α, for ``lr_per_alpha2``."""
+    alpha = getattr(model, "alpha", None)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+        msg = (
+            "lr_per_alpha2=True divides the learning rate by model.alpha squared; this model "
+            f"has no positive numeric `alpha` attribute (got {alpha!r})."
+        )
+        raise ValueError(msg)
+    return float(alpha)
+
+
 def _stochastic(model: nn.Module) -> bool:
     bad = (nn.Dropout, nn.modules.batchnorm._BatchNorm)
     return any(isinstance(m, bad) for m in model.modules())
@@ -132,6 +144,7 @@ def train(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     batch_size: int | None = None,
+    lr_per_alpha2: bool = False,
     loss: str = "auto",
     dir: str | os.PathLike[str] | None = None,  # noqa: A002 (the design's public name)
     seed: int = 0,
@@ -163,6 +176,13 @@ def train(
         Number of optimizer steps.
     optimizer : {"sgd", "adam", "adamw", "muon"}
     lr, weight_decay : float
+    lr_per_alpha2 : bool
+        Divide ``lr`` by the square of the model's output scale ``model.alpha``: the step
+        η = lr / α² keeps the dynamics' time scale fixed as α moves between the rich (small
+        α) and lazy (large α) regimes (Chizat, Oyallon & Bach 2019; Kumar et al. 2024 train
+        with η = cN / α²), so a sweep over
+        ``model.alpha`` needs no matching ``lr``. ``run.json`` records ``lr`` as given and
+        this flag.
     batch_size : int, optional
         Minibatch size; ``None`` (default) trains full batch.
     loss : {"auto", "cross_entropy", "mse", "centred_mse"}
@@ -210,8 +230,9 @@ def train(
     if dtype is not None:
         task = cast(model, task, dtype)
     loss_fn = make_loss(loss, task)
+    step_lr = lr / _alpha(model) ** 2 if lr_per_alpha2 else lr
     opt = make_optimizer(
-        optimizer, model, lr=lr, weight_decay=weight_decay, **(optimizer_kwargs or {})
+        optimizer, model, lr=step_lr, weight_decay=weight_decay, **(optimizer_kwargs or {})
     )
     n = task.n_train
     full_batch = batch_size is None or batch_size >= n
@@ -222,6 +243,7 @@ def train(
         "lr": lr,
         "weight_decay": weight_decay,
         "batch_size": batch_size,
+        "lr_per_alpha2": lr_per_alpha2,
         "loss": loss,
         "shuffle": shuffle,
         "dtype": dtype,

@@ -304,3 +304,68 @@ def test_bad_inputs_raise():
         MLP(5, 3)(torch.randn(4, 6))
     with pytest.raises(ValueError, match="vocab_size"):
         MLP(5, 3, embed_dim=4)
+
+
+def test_normal_init_is_unit_variance_with_zero_biases():
+    # Kumar et al. (2024): W ~ N(0, 1) whatever the fan-in, so w·x is of order |x|
+    m = MLP(100, 1, width=2000, depth=1, init="normal", seed=3)
+    w = m.encoder[0].weight.detach().double()
+    assert w.mean().abs() < 0.01 and w.std().item() == pytest.approx(1.0, rel=0.01)
+    assert not m.encoder[0].bias.detach().any() and not m.readout.bias.detach().any()
+    again = MLP(100, 1, width=2000, depth=1, init="normal", seed=3, init_scale=2.0)
+    assert_close(again.encoder[0].weight, 2 * m.encoder[0].weight, **EXACT)
+
+
+def fixed_readout_model(**kw):
+    args = {"width": 50, "depth": 1, "activation": "poly:0.1", "bias": False, "init": "normal"}
+    args["readout"] = "fixed"
+    return MLP(6, 1, **(args | kw))
+
+
+def test_fixed_readout_is_the_mean_of_the_hidden_units_and_not_trained():
+    m = fixed_readout_model(alpha=3.0)
+    assert [n for n, _ in m.named_parameters()] == ["encoder.0.weight"]
+    assert_close(m.readout.weight, torch.full((1, 50), 1 / 50), **EXACT)
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(0))
+    z = x @ m.encoder[0].weight.detach().T
+    brute = 3.0 * (z + 0.05 * z**2).mean(dim=1, keepdim=True)  # α (1/N) Σ φ(w_i·x)
+    assert_close(m(x), brute, rtol=1e-6, atol=1e-6)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m(x).square().mean().backward()
+    opt.step()
+    assert_close(m.readout.weight, torch.full((1, 50), 1 / 50), **EXACT)
+    # the NTK over the parameters has the hidden weights' block only
+    jac = torch.func.jacrev(lambda p: torch.func.functional_call(m, p, (x,)))(
+        dict(m.named_parameters())
+    )
+    assert set(jac) == {"encoder.0.weight"}
+    with pytest.raises(ValueError, match="one output"):
+        MLP(6, 3, readout="fixed")
+    with pytest.raises(ValueError, match="Valid readouts"):
+        MLP(6, 1, readout="frozen")
+
+
+def test_fixed_readout_centred_round_trips_through_config_and_state_dict():
+    m = fixed_readout_model(centred=True, alpha=2.0)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    assert_close(m(x), torch.zeros(5, 1), **EXACT)
+    with torch.no_grad():
+        m.encoder[0].weight.mul_(1.1)
+    moved = m(x)
+    assert moved.abs().max() > 0
+    rebuilt = from_config(json.loads(json.dumps(m.config)))
+    rebuilt.load_state_dict(m.state_dict())
+    assert_close(rebuilt(x), moved, **EXACT)
+
+
+def test_recentre_makes_the_current_parameters_g0():
+    m = fixed_readout_model(centred=True)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():  # a re-init by hand, as a user would
+        m.encoder[0].weight.copy_(torch.randn(50, 6, generator=torch.Generator().manual_seed(9)))
+    assert m(x).abs().max() > 0  # g0 is still the old init
+    m.recentre()
+    assert_close(m(x), torch.zeros(5, 1), **EXACT)
+    assert_close(m.initial_parameters()["encoder.0.weight"], m.encoder[0].weight.detach())
+    with pytest.raises(ValueError, match="centred"):
+        fixed_readout_model().recentre()

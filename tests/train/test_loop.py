@@ -259,3 +259,24 @@ def test_a_config_gives_cadences_in_their_json_form(tmp_path):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["config"]["cadence"]["loss"] == {"every": 5, "start": 0}
     assert info["config"]["checkpoint_cadence"] == {"at": [0, 10]}
+
+
+def test_lr_per_alpha2_divides_the_step_by_alpha_squared(tmp_path):
+    from grokwidgets.models import MLP
+    from grokwidgets.tasks import polynomial_regression
+
+    task = polynomial_regression(d=8, n_train=16, n_test=8)
+
+    def run(alpha, lr, flag):
+        model = MLP.for_task(task, width=16, depth=1, alpha=alpha, centred=True, seed=0)
+        return gw.train(task, model, 5, optimizer="sgd", lr=lr, lr_per_alpha2=flag,
+                        dir=tmp_path / str(flag), progress=False)  # fmt: skip
+
+    scaled, plain = run(4.0, 0.16, True), run(4.0, 0.01, False)
+    assert scaled.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    for a, b in zip(scaled.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    recipe = json.loads((tmp_path / "True" / "run.json").read_text())["config"]["train"]
+    assert recipe["lr"] == 0.16 and recipe["lr_per_alpha2"] is True
+    with pytest.raises(ValueError, match="model.alpha"):
+        gw.train(task, torch.nn.Linear(8, 1), 1, lr=0.1, lr_per_alpha2=True, progress=False)
