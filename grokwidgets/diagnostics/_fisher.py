@@ -83,6 +83,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.diagnostics._shared import eval_mode, seeded_subset
 
 if TYPE_CHECKING:
@@ -379,7 +380,8 @@ def _vmap_chunk(
     vs_rows = vs.transpose(0, 1)  # (n, K, C)
     step = max(1, _VMAP_CHUNK // vs.shape[0])
     for i in range(0, x.shape[0], step):
-        grads = per_sample(params, x[i : i + step], vs_rows[i : i + step])
+        with TRANSFORMS:
+            grads = per_sample(params, x[i : i + step], vs_rows[i : i + step])
         for name, g in grads.items():
             acc[name] += g.square().sum((0, 1)).to(torch.float64)
 

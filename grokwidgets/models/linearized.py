@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.tasks.base import Task
 
 __all__ = ["Linearized"]
@@ -130,7 +131,7 @@ class Linearized(nn.Module):
         def f(params: dict[str, Tensor]) -> Tensor:
             return functional_call(self.net, {**params, **buffers}, (x,))
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), TRANSFORMS:
             # torch's first forward-mode call scripts its decompositions: a deprecation note
             # about torch.jit.script that the user cannot act on.
             warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)

@@ -214,6 +214,48 @@ PRESETS: dict[str, dict[str, Any]] = {
             "checkpoint_cadence": {"every": 250000},
         },
     },
+    "lazy-rich-polyreg": {
+        "description": (
+            "Lazy to rich (Kumar, Bordelon, Gershman & Pehlevan 2024, arXiv:2310.06110, Fig. 1): "
+            "y = (beta.x)^2 / 2 on D = 100, P = 550 train and 1,000 test points; "
+            "f(x) = alpha (1/N) sum_i phi(w_i.x) - f0(x), N = 500 hidden units, readout fixed "
+            "at 1/N, W ~ N(0, 1), phi(z) = z + (eps/2) z^2; MSE, full-batch gradient descent "
+            "with step 20 N / alpha^2 (train.lr_per_alpha2), 8,000 steps. alpha = 1, eps = "
+            "0.1: train loss falls first while test loss rises, then test falls as the "
+            "features align (about a minute on 2 cores). model.alpha (laziness) and "
+            "task.epsilon (alignment) are the paper's two knobs; its Fig. 1 uses eps = 0.02 "
+            "and step N / alpha^2, which need ~10^5 steps."
+        ),
+        "seed": 0,
+        "task": {
+            "family": "polynomial_regression",
+            "d": 100,
+            "n_train": 550,
+            "n_test": 1000,
+            "epsilon": 0.1,
+            "variant": "fig1",
+            "seed": 0,
+        },
+        "model": {
+            "class": "MLP",
+            "width": 500,
+            "depth": 1,
+            "alpha": 1.0,
+            "centred": True,
+            "init": "normal",
+            "readout": "fixed",
+            "bias": False,
+            "seed": 0,
+        },
+        "train": {
+            "steps": 8000,
+            "optimizer": "sgd",
+            "lr": 10000.0,
+            "lr_per_alpha2": True,
+            "loss": "mse",
+            "diagnostics": ["basic", "ntk"],
+        },
+    },
 }
 
 

@@ -24,8 +24,9 @@ def test_every_preset_runs_a_few_steps(name, tmp_path, monkeypatch):
         cfg = apply_overrides(cfg, ["task.n_train=200", "task.n_test=50"])
     cfg["train"].pop("cadence", None)
     run = run_config(cfg, tmp_path / "run", progress=False)
-    acc = run.dataset().metrics.sel(metric="train_acc", layer="model")
-    assert np.isfinite(acc.values).all() and acc.sizes["step"] == 4
+    metric = "train_acc" if run.task.kind == "classification" else "train_loss"
+    values = run.dataset().metrics.sel(metric=metric, layer="model")
+    assert np.isfinite(values.values).all() and values.sizes["step"] == 4
 
 
 def test_grok_vs_steady_is_the_papers_recipe(tmp_path):
@@ -82,3 +83,19 @@ def test_htsr_anti_grokking_presets_encode_the_paper_and_its_acceleration():
     # the same total decay lr x wd x steps within 30% (37.5 vs 50; 50 at 40k steps)
     assert paper["task"]["n_train"] // p["batch_size"] == fast["task"]["n_train"] // f["batch_size"]
     assert 5e-3 * 0.25 * f["steps"] == pytest.approx(5e-4 * 0.01 * p["steps"], rel=0.3)
+
+
+def test_lazy_rich_polyreg_is_kumar_et_al_fig1_accelerated(tmp_path):
+    """Kumar et al. (2024), Fig. 1: D 100, P 550, N 500, readout fixed at 1/N, W ~ N(0, 1),
+    f centred at init, full-batch GD with step c N / alpha^2 (here c = 20, eps = 0.1)."""
+    cfg = apply_overrides(get_preset("lazy-rich-polyreg"), ["model.alpha=2", "train.steps=1"])
+    run = run_config(cfg, tmp_path / "run", progress=False)
+    model, task = run.model, run.task
+    assert (task.input_dim, task.n_train, task.meta["epsilon"]) == (100, 550, 0.1)
+    assert [n for n, _ in model.named_parameters()] == ["encoder.0.weight"]
+    assert model.encoder[1].epsilon == 0.1 and model.alpha == 2.0
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(20 * 500 / 2**2)
+    w0 = model.initial_parameters()["encoder.0.weight"].double()
+    assert w0.std().item() == pytest.approx(1.0, rel=0.01)
+    fresh = gw.models.from_config(model.config)  # centred: f = 0 at init
+    assert not fresh(task.x_test[:5]).detach().any()

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.diagnostics._shared import eval_mode
 from grokwidgets.diagnostics.kernel.plan import hooks, layer_name, make_plan
 
@@ -270,7 +271,7 @@ class NTKEngine:
         def single(p: dict[str, Tensor], xn: Tensor) -> Tensor:
             return functional_call(model, p, (xn.unsqueeze(0),)).reshape(-1)
 
-        with torch.no_grad():
+        with torch.no_grad(), TRANSFORMS:
             jac = vmap(jacrev(single), in_dims=(None, 0))(params, x)
         n = int(x.shape[0])
         out: dict[str, _Factor] = {}

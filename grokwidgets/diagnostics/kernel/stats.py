@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.diagnostics._shared import eval_mode
 
 __all__ = [
@@ -249,7 +250,8 @@ def linearized_outputs(
         # about torch.jit.script that the user cannot act on.
         warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
         f = model(x)
-        res = jvp(fn, (primals,), (tangents,))
+        with TRANSFORMS:
+            res = jvp(fn, (primals,), (tangents,))
         f0, df = res[0], res[1]
     n = len(x)
     return f.reshape(n, -1), f0.reshape(n, -1), (f0 + df).reshape(n, -1)
