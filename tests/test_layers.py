@@ -16,10 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "grokwidgets"
 
 #: Who may import whom, by top-level part of the package (``grokwidgets.<part>``). The part
-#: itself is always allowed (its own modules); ``_names`` and ``_version`` are for everyone.
+#: itself is always allowed (its own modules); ``_names``, ``_version`` and ``_transforms`` are
+#: for everyone.
 ALLOWED: dict[str, set[str]] = {
     "_names": set(),
     "_version": set(),
+    "_transforms": set(),
     "presets": set(),
     "notebook": set(),
     "tasks": set(),
@@ -56,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         "presets",
     },
 }
-SHARED = {"_names", "_version"}
+SHARED = {"_names", "_version", "_transforms"}
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,25 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
 from grokwidgets._transforms import TRANSFORMS
-from grokwidgets.tasks.base import Task
+from grokwidgets.models.mlp import MLP
+from grokwidgets.models.transformer import Transformer
+from grokwidgets.tasks.base import Task, check_kwargs
 
 __all__ = ["Linearized"]
 
 _SEP = "__"
+
+#: The models a config may name to linearize (``{"class": ..., **kwargs}``).
+_INNER: dict[str, type[nn.Module]] = {"MLP": MLP, "Transformer": Transformer}
+
+
+def _inner_class(config: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+    spec = dict(config)
+    name = spec.pop("class", "MLP")
+    if name not in _INNER:
+        msg = f"Unknown model class {name!r} to linearize; known: {sorted(_INNER)}."
+        raise ValueError(msg)
+    return _INNER[name], spec
 
 
 class Linearized(nn.Module):
@@ -66,9 +80,9 @@ class Linearized(nn.Module):
     def __init__(self, model: nn.Module | dict[str, Any]) -> None:
         super().__init__()
         if isinstance(model, dict):
-            from grokwidgets.models import from_config
-
-            model = from_config(model)
+            cls, spec = _inner_class(model)
+            check_kwargs(cls, spec, what=f"model {cls.__name__!r}")
+            model = cls(**spec)
         if not isinstance(model, nn.Module):
             msg = f"Linearized wraps an nn.Module or its config dict, got {type(model).__name__}."
             raise TypeError(msg)
@@ -94,15 +108,8 @@ class Linearized(nn.Module):
     @classmethod
     def for_task(cls, task: Task, model: dict[str, Any]) -> Linearized:
         """The linearization of the model ``model`` (a config section) built for ``task``."""
-        from grokwidgets import models
-
-        spec = dict(model)
-        name = spec.pop("class", "MLP")
-        inner = getattr(models, name, None)
-        if inner is None or name not in models.__all__ or inner is cls:
-            msg = f"Unknown model class {name!r} to linearize."
-            raise ValueError(msg)
-        return cls(inner.for_task(task, **spec))
+        inner, spec = _inner_class(model)
+        return cls(inner.for_task(task, **spec))  # type: ignore[attr-defined]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -111,6 +118,15 @@ class Linearized(nn.Module):
             msg = "The wrapped model has no `config`; this linearization cannot be rebuilt."
             raise AttributeError(msg)
         return {"class": "Linearized", "model": self._inner_config}
+
+    @property
+    def alpha(self) -> float:
+        """The wrapped model's output scale α (for ``train(lr_per_alpha2=True)``)."""
+        alpha = getattr(self.net, "alpha", None)
+        if alpha is None:
+            msg = f"The wrapped {type(self.net).__name__} has no output scale `alpha`."
+            raise AttributeError(msg)
+        return float(alpha)
 
     def initial_parameters(self) -> dict[str, Tensor]:
         r""":math:`\theta_0`, keyed by the wrapped model's parameter paths."""

@@ -256,6 +256,45 @@ PRESETS: dict[str, dict[str, Any]] = {
             "diagnostics": ["basic", "ntk"],
         },
     },
+    "lazy-rich-modular": {
+        "description": (
+            "Lazy to rich on modular addition (Kumar, Bordelon, Gershman & Pehlevan 2024, "
+            "arXiv:2310.06110, Fig. 2): a + b mod 23 from 90% of the pairs, one-hot inputs "
+            "concat(onehot(a), onehot(b)) (D = 46), one hidden layer of N = 100 units with "
+            "phi(z) = z^2 and no biases, W ~ N(0, 1), output scaled by 1/(D N) and centred at "
+            "init, MSE on one-hot targets, full-batch gradient descent lr 1e4, 3,000 steps "
+            "(under a minute with ntk). Train accuracy reaches 99% near step 200, test "
+            "accuracy 99% near step 280: at this output scale the delay is short. model.alpha "
+            "is the output scale (1/(D N) = 1/4600)."
+        ),
+        "seed": 0,
+        "task": {
+            "family": "modular_arithmetic",
+            "p": 23,
+            "op": "+",
+            "train_fraction": 0.9,
+            "seed": 0,
+            "encoding": "onehot",
+        },
+        "model": {
+            "class": "MLP",
+            "width": 100,
+            "depth": 1,
+            "activation": "square",
+            "bias": False,
+            "alpha": 1 / 4600,
+            "centred": True,
+            "init": "normal",
+            "seed": 0,
+        },
+        "train": {
+            "steps": 3000,
+            "optimizer": "sgd",
+            "lr": 10000.0,
+            "loss": "mse",
+            "diagnostics": ["basic", "ntk"],
+        },
+    },
 }
 
 

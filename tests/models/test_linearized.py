@@ -84,3 +84,8 @@ def test_config_round_trip_and_training_with_gw_train(tmp_path):
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="no parameters"):
         Linearized(torch.nn.ReLU())
+
+
+def test_alpha_is_the_wrapped_models():
+    assert Linearized(small_mlp(alpha=3.0)).alpha == 3.0
+    assert getattr(Linearized(torch.nn.Linear(3, 1)), "alpha", None) is None

@@ -99,3 +99,15 @@ def test_lazy_rich_polyreg_is_kumar_et_al_fig1_accelerated(tmp_path):
     assert w0.std().item() == pytest.approx(1.0, rel=0.01)
     fresh = gw.models.from_config(model.config)  # centred: f = 0 at init
     assert not fresh(task.x_test[:5]).detach().any()
+
+
+def test_lazy_rich_modular_is_kumar_et_al_fig2():
+    """Kumar et al. (2024), Fig. 2: p 23, 90% train, bias-free x^2 net, N 100, output 1/(D N)."""
+    cfg = get_preset("lazy-rich-modular")
+    task = gw.tasks.from_config(cfg["task"])
+    assert task.n_train == round(0.9 * 23**2) and task.input_dim == 46
+    model = gw.models.MLP.for_task(task, **{k: v for k, v in cfg["model"].items() if k != "class"})
+    assert model.encoder[0].weight.shape == (100, 46) and model.readout.weight.shape == (23, 100)
+    assert model.encoder[0].bias is None and model.readout.bias is None
+    assert model.alpha == pytest.approx(1 / (46 * 100))
+    assert not model(task.x_test[:4]).detach().any()  # centred
