@@ -12,9 +12,24 @@ lock; plain autograd (training) does not need it and runs alongside.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import warnings
+from collections.abc import Iterator
 
-__all__ = ["TRANSFORMS"]
+__all__ = ["TRANSFORMS", "forward_mode"]
 
 #: Held around each top-level ``torch.func`` transform call (re-entrant: transforms nest).
 TRANSFORMS = threading.RLock()
+
+
+@contextlib.contextmanager
+def forward_mode() -> Iterator[None]:
+    """Hold :data:`TRANSFORMS` for a ``torch.func.jvp`` call, quietly.
+
+    torch's first forward-mode call scripts its decompositions and warns that
+    ``torch.jit.script`` is deprecated: a note the user cannot act on.
+    """
+    with TRANSFORMS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
+        yield

@@ -254,18 +254,21 @@ def _fitted_traps(values: Values) -> float:
     between 0 and ~5 from record to record (the anti-grokking notebook measured it) and would
     raise the warning by themselves. Without per-layer values, the model total is used.
     """
-    layers = {
-        layer: float(v)
+    fitted = [
+        float(v)
         for (layer, name), v in values.items()
-        if name == "htsr_num_traps" and layer != MODEL_LAYER and math.isfinite(v)
-    }
-    fitted = [v for layer, v in layers.items() if math.isfinite(_get(values, "htsr_alpha", layer))]
+        if name == "htsr_num_traps"
+        and layer != MODEL_LAYER
+        and math.isfinite(v)
+        and math.isfinite(_get(values, "htsr_alpha", layer))
+    ]
     if fitted:
         return float(sum(fitted))
     total = _get(values, "htsr_num_traps")
-    if math.isfinite(total) or not layers:
+    if math.isfinite(total):
         return total
-    return float(sum(layers.values()))
+    layers = _per_layer(values, "htsr_num_traps")
+    return float(sum(layers)) if layers else math.nan
 
 
 def _flag(value: bool) -> float:

@@ -6,18 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from grokwidgets.models.linearized import Linearized
+from grokwidgets.models.linearized import LINEARIZABLE, Linearized
 from grokwidgets.models.mlp import MLP
 from grokwidgets.models.transformer import Transformer
 from grokwidgets.tasks.base import check_kwargs
 
 __all__ = ["MLP", "Linearized", "Transformer", "from_config"]
 
-_CLASSES: dict[str, type[nn.Module]] = {
-    "MLP": MLP,
-    "Linearized": Linearized,
-    "Transformer": Transformer,
-}
+_CLASSES: dict[str, type[nn.Module]] = {**LINEARIZABLE, "Linearized": Linearized}
 
 
 def from_config(config: dict[str, Any]) -> nn.Module:

@@ -15,13 +15,12 @@ start at :math:`\theta_0`, and each forward pass is one forward-mode product
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from grokwidgets._transforms import TRANSFORMS
+from grokwidgets._transforms import forward_mode
 from grokwidgets.models.mlp import MLP
 from grokwidgets.models.transformer import Transformer
 from grokwidgets.tasks.base import Task, check_kwargs
@@ -30,17 +29,18 @@ __all__ = ["Linearized"]
 
 _SEP = "__"
 
-#: The models a config may name to linearize (``{"class": ..., **kwargs}``).
-_INNER: dict[str, type[nn.Module]] = {"MLP": MLP, "Transformer": Transformer}
+#: The models a config may name to linearize (``{"class": ..., **kwargs}``); with
+#: ``Linearized`` itself, the classes :func:`grokwidgets.models.from_config` knows.
+LINEARIZABLE: dict[str, type[nn.Module]] = {"MLP": MLP, "Transformer": Transformer}
 
 
 def _inner_class(config: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
     spec = dict(config)
     name = spec.pop("class", "MLP")
-    if name not in _INNER:
-        msg = f"Unknown model class {name!r} to linearize; known: {sorted(_INNER)}."
+    if name not in LINEARIZABLE:
+        msg = f"Unknown model class {name!r} to linearize; known: {sorted(LINEARIZABLE)}."
         raise ValueError(msg)
-    return _INNER[name], spec
+    return LINEARIZABLE[name], spec
 
 
 class Linearized(nn.Module):
@@ -87,23 +87,18 @@ class Linearized(nn.Module):
             msg = f"Linearized wraps an nn.Module or its config dict, got {type(model).__name__}."
             raise TypeError(msg)
         net = copy.deepcopy(model)
-        names = [name for name, _ in net.named_parameters()]
-        if not names:
+        self.theta = nn.ParameterDict()
+        self._names: list[str] = []
+        for name, p in net.named_parameters():
+            key = name.replace(".", _SEP)
+            self.theta[key] = nn.Parameter(p.detach().clone())
+            self.register_buffer("theta0" + _SEP + key, p.detach().clone())
+            p.requires_grad_(False)
+            self._names.append(name)
+        if not self._names:
             msg = "The model has no parameters to linearize."
             raise ValueError(msg)
-        self.theta = nn.ParameterDict(
-            {
-                n.replace(".", _SEP): nn.Parameter(p.detach().clone())
-                for n, p in net.named_parameters()
-            }
-        )
-        for name, p in net.named_parameters():
-            self.register_buffer("theta0" + _SEP + name.replace(".", _SEP), p.detach().clone())
-            p.requires_grad_(False)
         object.__setattr__(self, "net", net)
-        self._names = names
-        cfg = getattr(model, "config", None)
-        self._inner_config = dict(cfg) if isinstance(cfg, dict) else None
 
     @classmethod
     def for_task(cls, task: Task, model: dict[str, Any]) -> Linearized:
@@ -114,10 +109,11 @@ class Linearized(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """``{"class": "Linearized", "model": <the wrapped model's config>}``."""
-        if self._inner_config is None:
+        inner = getattr(self.net, "config", None)
+        if not isinstance(inner, dict):
             msg = "The wrapped model has no `config`; this linearization cannot be rebuilt."
             raise AttributeError(msg)
-        return {"class": "Linearized", "model": self._inner_config}
+        return {"class": "Linearized", "model": dict(inner)}
 
     @property
     def alpha(self) -> float:
@@ -142,15 +138,11 @@ class Linearized(nn.Module):
         theta = self.parameters_by_path()
         tangents = {n: theta[n] - theta0[n] for n in self._names}
         self.net.train(self.training)
-        buffers = {n: b for n, b in self.net.named_buffers()}
 
-        def f(params: dict[str, Tensor]) -> Tensor:
-            return functional_call(self.net, {**params, **buffers}, (x,))
+        def f(params: dict[str, Tensor]) -> Tensor:  # the net's own buffers stay in place
+            return functional_call(self.net, params, (x,))
 
-        with warnings.catch_warnings(), TRANSFORMS:
-            # torch's first forward-mode call scripts its decompositions: a deprecation note
-            # about torch.jit.script that the user cannot act on.
-            warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
+        with forward_mode():
             res = jvp(f, (theta0,), (tangents,))
         return res[0] + res[1]
 

@@ -476,9 +476,7 @@ class MLP(nn.Module):
         ValueError
             If the model is not centred.
         """
-        if not self.centred:
-            msg = "Only a centred MLP (centred=True) has a g0 to recentre."
-            raise ValueError(msg)
+        self._require_centred("has a g0 to recentre")
         with torch.no_grad():
             for name, buf in self._g0_names:
                 self.get_buffer(buf).copy_(self.get_parameter(name))
@@ -491,10 +489,13 @@ class MLP(nn.Module):
         ValueError
             If the model is not centred.
         """
-        if not self.centred:
-            msg = "Only a centred MLP (centred=True) keeps its initial parameters."
-            raise ValueError(msg)
+        self._require_centred("keeps its initial parameters")
         return {name: self.get_buffer(buf) for name, buf in self._g0_names}
+
+    def _require_centred(self, what: str) -> None:
+        if not self.centred:
+            msg = f"Only a centred MLP (centred=True) {what}."
+            raise ValueError(msg)
 
     def forward(self, x: Tensor) -> Tensor:
         r"""Return :math:`\alpha g(x)`, or :math:`\alpha (g(x) - g_0(x))` when centred.

@@ -9,13 +9,12 @@ parameters. Kernels are ``N × N`` or ``N × N × O × O`` (full output blocks, 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from grokwidgets._transforms import TRANSFORMS
+from grokwidgets._transforms import forward_mode
 from grokwidgets.diagnostics._shared import eval_mode
 
 __all__ = [
@@ -245,12 +244,9 @@ def linearized_outputs(
     def fn(params: dict[str, Tensor]) -> Tensor:
         return functional_call(model, params, (x,))
 
-    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
-        # torch's first forward-mode call scripts its decompositions: a deprecation note
-        # about torch.jit.script that the user cannot act on.
-        warnings.filterwarnings("ignore", ".*torch.jit.script", DeprecationWarning)
+    with eval_mode(model), torch.no_grad():
         f = model(x)
-        with TRANSFORMS:
+        with forward_mode():
             res = jvp(fn, (primals,), (tangents,))
         f0, df = res[0], res[1]
     n = len(x)
