@@ -131,6 +131,11 @@ class Capture:
     aliases : dict of str to str
         Layer name -> the layer whose representation it is (a last hidden layer whose output
         is the readout's input): computed once, recorded under both names.
+    embeddings : dict of str to (Tensor, Tensor)
+        Embedding layer name -> ``(ids, table)``: its token ids at the rows, ``(n_rows, T)``,
+        and its weight, ``(V, e)``, so that ``features[name]`` is ``table[ids]`` flattened.
+        Lets a consumer work on the ``V`` table rows instead of the feature rows (the probes'
+        solver does).
     order : tuple of str
         Every layer name (features, skipped and aliases) in model order.
     """
@@ -143,6 +148,7 @@ class Capture:
     skipped: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     order: tuple[str, ...] = ()
+    embeddings: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -220,6 +226,7 @@ class _Hooks:
 
     handles: list[torch.utils.hooks.RemovableHandle] = field(default_factory=list)
     seen: dict[str, list[Tensor]] = field(default_factory=dict)
+    ids: dict[str, Tensor] = field(default_factory=dict)  # an embedding's input, per pass
 
 
 @contextlib.contextmanager
@@ -231,6 +238,8 @@ def _hooked(points: list[HookPoint]) -> Iterator[_Hooks]:
             value = out if point.mode == "output" else (args[0] if args else None)
             if isinstance(value, Tensor):
                 hooks.seen.setdefault(point.name, []).append(value)
+            if isinstance(module, nn.Embedding) and args and isinstance(args[0], Tensor):
+                hooks.ids[point.name] = args[0]
 
         return hook
 
@@ -247,6 +256,7 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
     """One hooked pass over ``x`` in chunks: outputs, features by layer, skipped layers."""
     readout = points[-1].name
     chunks: dict[str, list[Tensor]] = {p.name: [] for p in points}
+    id_chunks: dict[str, list[Tensor]] = {p.name: [] for p in points}
     skipped: dict[str, str] = {}
     aliases: dict[str, str] = {}
     ignored: set[str] = set()
@@ -255,6 +265,7 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
         for start in range(0, len(x), EVAL_CHUNK):
             xb = x[start : start + EVAL_CHUNK]
             hooks.seen.clear()
+            hooks.ids.clear()
             outs.append(model(xb))
             ref = hooks.seen.get(readout, [None])[0]
             for point in points:
@@ -279,7 +290,11 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
                     ignored.add(point.name)  # not per sample (a positional embedding)
                     continue
                 chunks[point.name].append(rows.detach().clone())
+                ids = hooks.ids.get(point.name)
+                if ids is not None and ids.shape[0] == len(xb):
+                    id_chunks[point.name].append(ids.detach().reshape(len(xb), -1).clone())
     features: dict[str, Tensor] = {}
+    embeddings: dict[str, tuple[Tensor, Tensor]] = {}
     order: list[str] = []
     for point in points:
         name = point.name
@@ -296,8 +311,17 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
             skipped[name] = f"non-finite activations ({bad} of {feats.numel()} values)"
             continue
         features[name] = feats
+        if isinstance(point.module, nn.Embedding) and len(id_chunks[name]) == len(chunks[name]):
+            ids = torch.cat(id_chunks[name])
+            table = point.module.weight.detach().clone()
+            # Kept only when it describes the features exactly (a max_norm embedding
+            # renormalizes rows inside forward; the weight read here is the one it used).
+            if ids.shape[1] * table.shape[1] == feats.shape[1] and torch.equal(
+                table[ids].reshape(feats.shape).to(feats.dtype), feats
+            ):
+                embeddings[name] = (ids, table)
     output = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return _Captured(output, features, skipped, aliases, tuple(order))
+    return _Captured(output, features, skipped, aliases, tuple(order), embeddings)
 
 
 @dataclass(frozen=True)
@@ -307,6 +331,7 @@ class _Captured:
     skipped: dict[str, str]
     aliases: dict[str, str]
     order: tuple[str, ...]
+    embeddings: dict[str, tuple[Tensor, Tensor]]
 
 
 def capture(probe: Probe, split: Split, sets: RowSubsets | None = None) -> Capture:
@@ -342,7 +367,15 @@ def capture(probe: Probe, split: Split, sets: RowSubsets | None = None) -> Captu
     points = representation_points(probe.model)
     got = _forward_features(probe.model, x[rows], points)
     result = Capture(
-        split, rows, y[rows], got.outputs, got.features, got.skipped, got.aliases, got.order
+        split,
+        rows,
+        y[rows],
+        got.outputs,
+        got.features,
+        got.skipped,
+        got.aliases,
+        got.order,
+        got.embeddings,
     )
     probe.cache[key] = result
     return result

@@ -1,5 +1,6 @@
 """Linear probes, readout misalignment/train bias, and the feature capture they rest on."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,50 @@ def test_linear_probe_bad_input_raises_clear_errors():
         linear_probe(x, y, x, y, n_classes=2)
 
 
+def test_embedding_factored_fit_is_the_dense_fit():
+    """The probe on an embedding's output, solved on the table rows, equals the dense solve."""
+    gen = torch.Generator().manual_seed(4)
+    table = torch.randn(13, 5, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, 13, (300, 3), generator=gen)
+    ids[:, 2] = ids[:, 0]  # a token repeated within a row
+    x = table[ids].reshape(300, 15)
+    y = (ids[:, 0] + 2 * ids[:, 1]) % 4
+    dense = linear_probe(x[:200], y[:200], x[200:], y[200:], tol=1e-7)
+    fact = linear_probe(x[:200], y[:200], x[200:], y[200:], tol=1e-7, embedding=(ids[:200], table))
+    assert dense.converged and fact.converged
+    torch.testing.assert_close(fact.coef, dense.coef, rtol=1e-6, atol=1e-6)
+    assert (fact.train_acc, fact.test_acc) == (dense.train_acc, dense.test_acc)
+    # The same objective in float32 iterations, to the recorded tolerance.
+    f32 = linear_probe(
+        x[:200].float(),
+        y[:200],
+        x[200:].float(),
+        y[200:],
+        tol=RECORD_TOL,
+        solver_dtype=torch.float32,
+        embedding=(ids[:200], table.float()),
+    )
+    assert f32.test_acc == pytest.approx(dense.test_acc, abs=2 / 100)
+    with pytest.raises(ValueError, match="not table\\[ids\\]"):
+        linear_probe(x[:200], y[:200], x[200:], y[200:], embedding=(ids[:200] % 12, table))
+    with pytest.raises(ValueError, match="T·e = 15"):
+        linear_probe(x[:200], y[:200], x[200:], y[200:], embedding=(ids[:200, :2], table))
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 13\)"):
+        linear_probe(x[:200], y[:200], x[200:], y[200:], embedding=(ids[:200] + 13, table))
+
+
+def test_nan_check_sees_through_an_overflowing_sum():
+    from grokwidgets.diagnostics._shared import finite_float64
+
+    huge = torch.full((4, 2), 1e308, dtype=torch.float64)  # finite, but the sum overflows
+    assert torch.equal(finite_float64(huge, "x"), huge)
+    for bad in (math.nan, math.inf, -math.inf):
+        x = torch.ones(4, 2, dtype=torch.float64)
+        x[2, 1] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            finite_float64(x, "x")
+
+
 # -- feature capture -------------------------------------------------------------------------
 
 
@@ -149,6 +194,9 @@ def test_capture_reads_each_hidden_layer_and_the_readout_input(mod_task):
         h1 = torch.relu(model.encoder[0](emb))
         h2 = torch.relu(model.encoder[2](h1))
     torch.testing.assert_close(cap.features["embed"], emb)
+    ids, table = cap.embeddings["embed"]  # the embedding's factors, for the probes' solver
+    assert torch.equal(ids, mod_task.x_train[rows]) and torch.equal(table, model.embed.weight)
+    assert list(cap.embeddings) == ["embed"]
     torch.testing.assert_close(cap.features["encoder.0"], h1)
     torch.testing.assert_close(cap.features["readout"], h2)
     torch.testing.assert_close(cap.outputs, model(mod_task.x_train[rows]).detach())

@@ -419,21 +419,39 @@ def _embedding_trace(fa: _SeqFactor, fb: _SeqFactor) -> Tensor:
     n1, n2 = fa.g.shape[1], fb.g.shape[1]
     sa, ta, ga = _token_rows(fa)
     sb, tb, gb = (sa, ta, ga) if fb is fa else _token_rows(fb)
-    k = ga.new_zeros((n1, n2))
+    # Rows grouped by token (one gather each), so every token's rows are a contiguous slice.
     order_a, order_b = torch.argsort(ta, stable=True), torch.argsort(tb, stable=True)
-    ta_s, tb_s = ta[order_a], tb[order_b]
-    tokens = torch.unique(ta_s)
-    lo_a = torch.searchsorted(ta_s, tokens)
-    hi_a = torch.searchsorted(ta_s, tokens, right=True)
+    ga_s, sa_s, ta_s = ga[order_a], sa[order_a], ta[order_a]
+    if fb is fa:
+        gb_s, sb_s, tb_s = ga_s, sa_s, ta_s
+    else:
+        gb_s, sb_s, tb_s = gb[order_b], sb[order_b], tb[order_b]
+    tokens, count_a = torch.unique_consecutive(ta_s, return_counts=True)
     lo_b = torch.searchsorted(tb_s, tokens)
-    hi_b = torch.searchsorted(tb_s, tokens, right=True)
-    for i in range(len(tokens)):
-        ia = order_a[int(lo_a[i]) : int(hi_a[i])]
-        ib = order_b[int(lo_b[i]) : int(hi_b[i])]
-        if ib.numel() == 0:
-            continue
-        block = ga[ia] @ gb[ib].T
-        k.index_put_((sa[ia][:, None], sb[ib][None, :]), block, accumulate=True)
+    count_b = torch.searchsorted(tb_s, tokens, right=True) - lo_b
+    k = ga.new_zeros((n1, n2))
+    # Each token's Gram block (count_a × count_b), flattened row-major, one after the other.
+    bounds = torch.stack([torch.cumsum(count_a, 0) - count_a, count_a, lo_b, count_b]).T
+    blocks = [
+        (ga_s[a0 : a0 + na] @ gb_s[b0 : b0 + nb].T).reshape(-1)
+        for a0, na, b0, nb in bounds.tolist()
+        if nb
+    ]
+    if not blocks:
+        return k
+    # The (row, column) of every entry of those blocks, built without a loop: row i of a
+    # token's block meets its count_b rows of b, starting at the token's first row in b.
+    per_row = torch.repeat_interleave(count_b, count_a)  # count_b of each sorted a-row
+    first_b = torch.repeat_interleave(lo_b, count_a)
+    row = torch.repeat_interleave(torch.arange(len(ta_s), device=ta_s.device), per_row)
+    start = torch.repeat_interleave(torch.cumsum(per_row, 0) - per_row, per_row)
+    col = (
+        torch.repeat_interleave(first_b, per_row)
+        + torch.arange(int(per_row.sum()), device=ta_s.device)
+        - start
+    )
+    # One accumulate for all tokens: a sample pair sharing two tokens gets both terms.
+    k.index_put_((sa_s[row], sb_s[col]), torch.cat(blocks), accumulate=True)
     return k
 
 
