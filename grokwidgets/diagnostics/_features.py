@@ -306,7 +306,8 @@ def _forward_features(model: nn.Module, x: Tensor, points: list[HookPoint]) -> _
         feats = chunks[name][0] if len(chunks[name]) == 1 else torch.cat(chunks[name])
         if not feats.is_floating_point():
             feats = feats.to(torch.get_default_dtype())
-        bad = int((~torch.isfinite(feats)).sum())
+        # A finite sum means no NaN or inf (cheap); only otherwise count them.
+        bad = 0 if bool(torch.isfinite(feats.sum())) else int((~torch.isfinite(feats)).sum())
         if bad:
             skipped[name] = f"non-finite activations ({bad} of {feats.numel()} values)"
             continue

@@ -17,7 +17,7 @@ multinomial logistic regression with a small L2 penalty on the weights (not the 
     \min_{W, b}\; \frac{1}{n}\sum_{i=1}^{n} -\log \operatorname{softmax}(W^\top z_i + b)_{y_i}
     + \frac{\lambda}{2}\|W\|_F^2, \qquad \lambda = 10^{-3},
 
-solved with L-BFGS (strong-Wolfe line search) to a gradient max-norm below 3·10⁻⁵ (10⁻⁶ for
+solved with L-BFGS (compact form, Armijo steps) to a gradient max-norm below 3·10⁻⁵ (10⁻⁶ for
 :func:`linear_probe` called directly), warm-started from the previous record's solution (kept
 in ``probe.state``), iterating in the features' precision (float32 for a float32 model; the
 standardization and the scores stay in float64). It is strictly convex, so the result does
@@ -70,6 +70,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -237,42 +238,92 @@ def _fit_logistic(
     """
     n = int(y.shape[0])
     start = init if init is not None and init.shape == (d1, k) else None
-    theta_t = (
+    theta0 = (
         start.detach().to(dtype).T.contiguous()
         if start is not None
         else torch.zeros(k, d1, dtype=dtype)
-    ).requires_grad_(True)
+    )
     penal = torch.ones(1, d1, dtype=dtype)
     penal[0, -1] = 0.0  # no penalty on the bias
     onehot_t = F.one_hot(y, k).T.to(dtype)
 
-    def closure() -> Tensor:
+    def objective(flat: Tensor) -> tuple[float, Tensor]:
         # The gradient is written by hand: cheaper than autograd and exactly the formula.
-        with torch.no_grad():
-            logits = design.logits(theta_t)
-            logp = logits - torch.logsumexp(logits, dim=0, keepdim=True)
-            loss = -(logp * onehot_t).sum() / n + 0.5 * l2 * (penal * theta_t.square()).sum()
-            resid = logp.exp_().sub_(onehot_t)
-            theta_t.grad = design.grad(penal * theta_t, resid, l2, n)
-        return loss
+        theta_t = flat.view(k, d1)
+        logits = design.logits(theta_t)
+        logp = logits - torch.logsumexp(logits, dim=0, keepdim=True)
+        loss = -(logp * onehot_t).sum() / n + 0.5 * l2 * (penal * theta_t.square()).sum()
+        resid = logp.exp_().sub_(onehot_t)
+        return float(loss), design.grad(penal * theta_t, resid, l2, n).reshape(-1)
 
-    opt = torch.optim.LBFGS(
-        [theta_t],
-        lr=1.0,
-        max_iter=max_iter,
-        max_eval=2 * max_iter,
-        tolerance_grad=tol,
-        # Below float32's resolution a "change" is rounding: stop there rather than spin.
-        tolerance_change=1e-15 if dtype == torch.float64 else 1e-9,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
-    opt.step(closure)
-    n_iter = int(opt.state[theta_t].get("n_iter", 0))
-    closure()
-    grad = theta_t.grad
-    converged = grad is not None and float(grad.abs().max()) <= 10 * tol
-    return theta_t.detach().T.to(torch.float64).contiguous(), n_iter, converged
+    # Below float32's resolution a "change" is rounding: stop there rather than spin.
+    change = 1e-15 if dtype == torch.float64 else 1e-9
+    flat, n_iter, grad = _lbfgs(objective, theta0.reshape(-1), tol, max_iter, change)
+    converged = float(grad.abs().max()) <= 10 * tol
+    return flat.view(k, d1).T.to(torch.float64).contiguous(), n_iter, converged
+
+
+#: L-BFGS memory (curvature pairs kept).
+_HISTORY = 20
+
+
+def _lbfgs(
+    objective: Callable[[Tensor], tuple[float, Tensor]],
+    x: Tensor,
+    tol: float,
+    max_iter: int,
+    tol_change: float,
+) -> tuple[Tensor, int, Tensor]:
+    r"""Minimize a smooth, strictly convex ``objective`` (value, gradient) by L-BFGS.
+
+    The inverse-Hessian product uses the compact form of Byrd, Nocedal & Schnabel (1994),
+    :math:`H g = \gamma g + [S\;\gamma Y]\,M\,[S g;\,\gamma Y g]`, a handful of matrix
+    products instead of the two-loop recursion's 4·m vector operations (which dominate at
+    these sizes). Steps: Armijo backtracking from 1 (from ``1/‖g‖₁`` at the first
+    iteration, as ``torch.optim.LBFGS``); strict convexity keeps every curvature pair
+    positive, so no Wolfe curvature test is needed. Stops when the gradient's largest entry
+    is at most ``tol``, after ``max_iter`` iterations, or when the objective changes by less
+    than ``tol_change``. Returns ``(x, iterations, gradient)``.
+    """
+    f, g = objective(x)
+    s_rows: list[Tensor] = []
+    y_rows: list[Tensor] = []
+    n_iter = 0
+    while n_iter < max_iter and float(g.abs().max()) > tol:
+        n_iter += 1
+        if not s_rows:
+            d, t = -g, min(1.0, 1.0 / float(g.abs().sum()))
+        else:
+            d, t = -_inverse_hessian_times(torch.stack(s_rows), torch.stack(y_rows), g), 1.0
+        slope = float(g @ d)
+        if not slope < 0:
+            break
+        while True:
+            x_new = x + t * d
+            f_new, g_new = objective(x_new)
+            if f_new <= f + 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        s, yv = x_new - x, g_new - g
+        if float(s @ yv) > 1e-10 * float(yv @ yv):
+            s_rows, y_rows = [*s_rows[1 - _HISTORY :], s], [*y_rows[1 - _HISTORY :], yv]
+        stalled = abs(f_new - f) < tol_change
+        x, f, g = x_new, f_new, g_new
+        if stalled:
+            break
+    return x, n_iter, g
+
+
+def _inverse_hessian_times(s: Tensor, y: Tensor, g: Tensor) -> Tensor:
+    """The compact L-BFGS product ``H g`` from curvature pairs (rows of ``s`` and ``y``)."""
+    sy = s @ y.T  # sy[i, j] = s_i · y_j
+    gamma = float(sy[-1, -1]) / float(y[-1] @ y[-1])
+    r = torch.triu(sy)
+    sg, yg = s @ g, y @ g
+    p = torch.linalg.solve_triangular(r, sg.unsqueeze(1), upper=True).squeeze(1)
+    w = torch.diagonal(sy) * p + gamma * (y @ (y.T @ p)) - gamma * yg
+    q = torch.linalg.solve_triangular(r.T, w.unsqueeze(1), upper=False).squeeze(1)
+    return gamma * g + s.T @ q - gamma * (y.T @ p)
 
 
 def _embedding_design(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from grokwidgets.diagnostics.htsr.fits import (
+    _MPResidual,
     fit_power_law,
     jensen_shannon_distance,
     kde_linear,
@@ -114,3 +115,15 @@ def test_js_distance_closed_forms():
     q = np.array([2.0, 1.0, 5.0])
     ref = scipy_spatial.distance.jensenshannon(p, q)
     assert jensen_shannon_distance(p, q) == pytest.approx(ref, rel=1e-12)
+
+
+def test_mp_residual_at_one_sigma_is_the_vectorized_residual():
+    """``optimize.fmin``'s scalar path returns exactly what ``many`` does (WeightWatcher's)."""
+    rng = np.random.default_rng(0)
+    for q in (1.0, 1.3, 3.7):
+        for _ in range(5):
+            ev = rng.gamma(2.0, 1.0, size=int(rng.integers(20, 300)))
+            resid = _MPResidual(np.sqrt(ev) if q == 1.0 else ev, q)
+            sigmas = np.r_[rng.uniform(0.01, 3.0, 40), 0.0]  # incl. rejected ones and 1/0
+            scalar = np.array([resid(s) for s in sigmas])
+            np.testing.assert_array_equal(scalar, resid.many(sigmas))

@@ -181,7 +181,24 @@ class _MPResidual:
         self.x_max = float(self.x.max()) if self.x.size else math.nan
 
     def __call__(self, p: np.ndarray | float) -> float:
-        return float(self.many(np.atleast_1d(np.asarray(p, dtype=np.float64))[:1])[0])
+        """The residual at one sigma (what ``optimize.fmin`` calls, ~35 times per fit).
+
+        The same elementwise arithmetic as :meth:`many` on 1-D arrays, so the same numbers,
+        without the broadcasting and ``nan_to_num`` overhead (about half the time per call).
+        """
+        s = np.atleast_1d(np.asarray(p, dtype=np.float64))[0]  # numpy scalar: 1/0 is inf
+        x = self.x
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.q == 1.0:
+                dens = (1.0 / (np.pi * s * s)) * np.sqrt(4.0 - x**2)
+                return float(np.sum((_finite(dens) - self.y) ** 2))
+            y = 1.0 / self.q
+            b = (s * (1.0 + np.sqrt(1.0 / self.q))) ** 2
+            a = (s * (1.0 - np.sqrt(1.0 / self.q))) ** 2
+            dens = (1.0 / (2.0 * np.pi * s * s * x * y)) * np.sqrt((b - x) * (x - a))
+        if b < self.x_peak or b > self.x_max or a > self.x_peak:
+            return float(_PENALTY**2 * self.x.size)
+        return float(np.sum((_finite(dens) - self.y) ** 2))
 
     def many(self, sigmas: np.ndarray) -> np.ndarray:
         """Sum of squared residuals for each sigma in ``sigmas``."""
@@ -200,6 +217,13 @@ class _MPResidual:
         b1, a1 = b[:, 0], a[:, 0]
         rejected = (b1 < self.x_peak) | (b1 > self.x_max) | (a1 > self.x_peak)
         return np.where(rejected, _PENALTY**2 * self.x.size, resid)
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num`` in place, cheaply when there is nothing to replace."""
+    if np.isfinite(a).all():
+        return a
+    return np.nan_to_num(a, copy=False)
 
 
 def mp_fit(evals: np.ndarray, n: int, m: int) -> MPFit:
