@@ -22,7 +22,9 @@ solved with L-BFGS (compact form, Armijo steps) to a gradient max-norm below 3·
 in ``probe.state``), iterating in the features' precision (float32 for a float32 model; the
 standardization and the scores stay in float64). It is strictly convex, so the result does
 not depend on the start. This is scikit-learn's ``LogisticRegression(C=1 / (λ n))``
-on the same standardized features. Regression: ridge regression, in closed form,
+on the same standardized features. An embedding layer's features repeat its table's rows, so
+its probe is solved on those ``V`` rows (``linear_probe(embedding=...)``): the same sums in
+another order, several times cheaper. Regression: ridge regression, in closed form,
 
 .. math::
 
@@ -172,8 +174,21 @@ def _standardize(x: Tensor) -> tuple[Tensor, Tensor]:
 class _Design:
     """The solver's view of ``[z, 1]``: logits ``θᵀ[z, 1]`` and the gradient's data term.
 
-    Dense: the matrix itself. Works with the transposed coefficients ``(k, d + 1)`` and logits
-    ``(k, n)``: the two matrix products per evaluation are then ~1.8x faster (MKL, skinny k).
+    The solver works with the transposed coefficients ``(k, d + 1)`` and logits ``(k, n)``.
+    """
+
+    def logits(self, theta_t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def grad(self, penalty: Tensor, resid: Tensor, l2: float, n: int) -> Tensor:
+        """``l2 · penalty + resid @ [z, 1] / n``."""
+        raise NotImplementedError
+
+
+class _DenseDesign(_Design):
+    """``[z, 1]`` as a matrix.
+
+    In the transposed layout its two products per evaluation are ~1.8x faster (MKL, skinny k).
     """
 
     def __init__(self, za: Tensor, dtype: torch.dtype) -> None:
@@ -184,17 +199,16 @@ class _Design:
         return theta_t @ self.za_t
 
     def grad(self, penalty: Tensor, resid: Tensor, l2: float, n: int) -> Tensor:
-        """``l2 · penalty + resid @ [z, 1] / n``."""
         return torch.addmm(penalty, resid, self.za, beta=l2, alpha=1.0 / n)
 
 
 class _EmbeddingDesign(_Design):
     r"""``[z, 1]`` when ``z`` is an embedding's output: row ``i`` is ``[Ẽ_1[v_{i1}], …, 1]``.
 
-    With :math:`	ilde E_t` the standardized table of position ``t`` (``V × e``) and
+    With :math:`\tilde E_t` the standardized table of position ``t`` (``V × e``) and
     :math:`v_{it}` the token of row ``i`` there, the logits are
-    :math:`\sum_t (	heta_t 	ilde E_t^	op)_{:, v_{it}} + b` and the gradient's data term is
-    :math:`rac1n (R\,\mathrm{onehot}(v_t)) 	ilde E_t` per position: ``k × V`` products
+    :math:`\sum_t (\theta_t \tilde E_t^\top)_{:, v_{it}} + b` and the gradient's data term is
+    :math:`\frac1n (R\,\mathrm{onehot}(v_t)) \tilde E_t` per position: ``k × V`` products
     and gathers instead of ``k × n`` ones. The same sums, in another order.
     """
 
@@ -469,7 +483,9 @@ def linear_probe(
     design = (
         _embedding_design(embedding, x_tr, mean, scale, solver_dtype)
         if embedding is not None
-        else _Design(torch.cat([z_tr, torch.ones(n, 1, dtype=torch.float64)], dim=1), solver_dtype)
+        else _DenseDesign(
+            torch.cat([z_tr, torch.ones(n, 1, dtype=torch.float64)], dim=1), solver_dtype
+        )
     )
     coef, n_iter, converged = _fit_logistic(
         design, y_tr, k, float(l2), init, max_iter, tol, z_tr.shape[1] + 1, solver_dtype
