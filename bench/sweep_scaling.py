@@ -13,6 +13,12 @@ the other:
 Each arm writes its run directories as ``gw.sweep`` does (``run_point``). Target (issue 16):
 sweep ≥ 1.8× faster than the better serial arm.
 
+Two sizes tell different stories (both in bench/RESULTS.md): at the preset's size (the
+default) one run's matmuls already use both cores with two torch threads, so no split of the
+points over processes can gain much over the two-thread serial arm; at a small size
+(``--p 31 --width 64 --steps 60000``), where a run is bound by Python and a second thread
+does not help it, two workers run two points at once.
+
 Usage: ``python bench/sweep_scaling.py [--steps 1500] [--p 59 --width 128]``; prints a markdown
 table and a JSON line.
 """

@@ -16,18 +16,16 @@ import time
 import warnings
 from pathlib import Path
 
-import dask
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client, LocalCluster
 
 import grokwidgets as gw
 from grokwidgets.store import zarr_store
 from grokwidgets.store.run_info import read_run_info
 from grokwidgets.sweeps import SweepAlignmentWarning, SweepError
 from grokwidgets.sweeps.grid import resolve_key
-from grokwidgets.sweeps.runner import CLUSTER_CONFIG
+from grokwidgets.sweeps.runner import CONNECT_TIMEOUT, _connect
 from grokwidgets.train.config import config_fields, load_config
 
 #: A grokking preset at smoke size: a point trains in well under a second.
@@ -43,14 +41,10 @@ GRID = {"weight_decay": [0.1, 1.0], "task.train_fraction": [0.3, 0.5]}
 
 @pytest.fixture(scope="module")
 def client():
-    with dask.config.set(CLUSTER_CONFIG):
-        cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    c = Client(cluster)
+    """The cluster ``gw.sweep(scheduler=None)`` starts, with two workers."""
+    c, close = _connect(None, 2, CONNECT_TIMEOUT)
     yield c
-    c.close()
-    cluster.close()
+    close()
 
 
 def test_grid_combines_into_the_individual_runs(client, tmp_path, monkeypatch):
@@ -399,6 +393,17 @@ def test_workers_start_with_one_thread_and_no_malloc_trim(client):
         lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
     )
     assert all(e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in env.values())
+
+
+def test_workers_do_not_sample_their_tasks_stacks(client):
+    # dask's profiler takes the GIL every 10 ms to walk the running task's stack: a small
+    # model's Python-bound training loop ran ~10% slower (bench/RESULTS.md, issue 16)
+    callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    assert callbacks and all(
+        "profile" not in c and "profile-cycle" not in c for c in callbacks.values()
+    )
+    ticks = client.run(lambda dask_worker: dask_worker._tick_interval)
+    assert all(t >= 1.0 for t in ticks.values())
 
 
 def test_points_undo_the_malloc_trim_of_workers_they_did_not_start():
