@@ -62,10 +62,10 @@ CLUSTER_CONFIG = {
 
 #: The dask settings inside each worker process of that cluster.
 #:
-#: - No statistical profiler: it takes the GIL every 10 ms to walk the running task's stack,
-#:   and a small model's Python-bound training loop ran ~10% slower under it.
+#: - No statistical profiler: it takes the GIL every 10 ms to walk the running task's stack;
+#:   a small model's Python-bound training loop ran ~5% slower under it.
 #: - The event loop's tick and the system monitor every 1 s and 2 s instead of 20 ms and
-#:   0.5 s: fewer wake-ups competing with the task for the GIL.
+#:   0.5 s: fewer wake-ups competing with the task for the GIL (about as much again).
 #:
 #: Together, a 2-worker sweep of 8 small points took 46.9 s instead of 51.3 s
 #: (bench/RESULTS.md, "Sweeps on dask"). They are handed to each nanny as its ``config``,

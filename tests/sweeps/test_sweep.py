@@ -397,11 +397,10 @@ def test_workers_start_with_one_thread_and_no_malloc_trim(client):
 
 def test_workers_do_not_sample_their_tasks_stacks(client):
     # dask's profiler takes the GIL every 10 ms to walk the running task's stack: a small
-    # model's Python-bound training loop ran ~10% slower (bench/RESULTS.md, issue 16)
-    callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
-    assert callbacks and all(
-        "profile" not in c and "profile-cycle" not in c for c in callbacks.values()
-    )
+    # model's Python-bound training loop ran ~5% slower (bench/RESULTS.md, issue 16). The
+    # module's kill test has restarted a worker by now: it must keep the setting too.
+    callbacks = client.run(lambda dask_worker: set(dask_worker.periodic_callbacks))
+    assert callbacks and not any({"profile", "profile-cycle"} & c for c in callbacks.values())
     ticks = client.run(lambda dask_worker: dask_worker._tick_interval)
     assert all(t >= 1.0 for t in ticks.values())
 
