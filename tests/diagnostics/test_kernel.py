@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 import grokwidgets as gw
-from grokwidgets.diagnostics.kernel import NTKFallbackWarning, empirical_ntk, layer_ntks
+from grokwidgets.diagnostics.kernel import NTKEngine, NTKFallbackWarning, empirical_ntk, layer_ntks
 
 TOL = dict(rtol=0, atol=1e-10)
 
@@ -260,3 +260,96 @@ def test_embedding_trace_kernel_with_repeated_and_unshared_tokens(f64):
     torch.testing.assert_close(cross, reference_ntk(model, x, "trace", x2=x2, names=names))
     assert float(cross[3, 2]) != 0.0 and float(cross[1, 1]) == 0.0  # shared / no shared token
     torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)
+
+
+# --- The closed form of a one-hidden-layer MLP (closed_form.py) ---------------------------
+
+
+def _closed_form_models(task):
+    """One-hidden-layer MLPs the closed form covers: every option that changes its algebra."""
+    frozen = gw.models.MLP.for_task(task, width=7, depth=1, embed_dim=3, seed=4)
+    frozen.embed.weight.requires_grad_(False)
+    frozen.readout.bias.requires_grad_(False)
+    padded = gw.models.MLP.for_task(task, width=6, depth=1, embed_dim=4, seed=5)
+    padded.embed.padding_idx = 2  # the forward is unchanged; id 2 carries no gradient
+    return {
+        "tokens_relu": gw.models.MLP.for_task(task, width=8, depth=1, embed_dim=5, seed=1),
+        "tokens_gelu_nobias": gw.models.MLP.for_task(
+            task, width=8, depth=1, embed_dim=5, activation="gelu", bias=False, seed=2
+        ),
+        "tokens_centred_poly": gw.models.MLP.for_task(
+            task, width=6, depth=1, embed_dim=4, activation="poly:0.4", centred=True, alpha=2.5
+        ),
+        "tokens_frozen": frozen,
+        "tokens_padding": padded,
+        "dense_tanh": gw.models.MLP(5, 3, width=7, depth=1, activation="tanh", seed=3),
+        "dense_fixed_readout": gw.models.MLP(5, 1, width=7, depth=1, readout="fixed", seed=3),
+        "dense_square": gw.models.MLP(5, 2, width=6, depth=1, activation="square", alpha=0.3),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tokens_relu",
+        "tokens_gelu_nobias",
+        "tokens_centred_poly",
+        "tokens_frozen",
+        "tokens_padding",
+        "dense_tanh",
+        "dense_fixed_readout",
+        "dense_square",
+    ],
+)
+def test_one_hidden_layer_closed_form_matches_jacobian_product(f64, mod_task, name):
+    model = _closed_form_models(mod_task)[name].double()
+    if name.startswith("tokens"):
+        # repeats within a sample, and the same token at different positions across samples
+        x = torch.cat([mod_task.x_train[:9], torch.tensor([[2, 2], [3, 2], [2, 5]])])
+        x2 = torch.cat([mod_task.x_test[:4], torch.tensor([[5, 3]])])
+    else:
+        x, x2 = torch.randn(9, 5), torch.randn(4, 5)
+    engine = NTKEngine(model, x)
+    assert engine.rule is not None  # the closed form is what is checked here
+    params = {n for n, p in model.named_parameters() if p.requires_grad}
+    for other in (None, x2):
+        per_layer = layer_ntks(model, x, x2=other)
+        assert list(per_layer) == engine.layers
+        assert {n.rpartition(".")[0] for n in params} == set(per_layer)
+        for layer, k in per_layer.items():
+            names = {n for n in params if n.rpartition(".")[0] == layer}
+            want = reference_ntk(model, x, "trace", x2=other, names=names)
+            assert want.abs().max() > 1e-3
+            torch.testing.assert_close(k, want, **TOL)
+
+
+def test_closed_form_only_where_its_algebra_holds(f64, mod_task):
+    """Deeper models, subclasses, hooks, full blocks, other activations: the general engine."""
+
+    class Sub(gw.models.MLP):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    x = mod_task.x_train[:6]
+    base = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
+    assert NTKEngine(base, x).rule is not None
+    assert NTKEngine(base, x, "full").rule is None
+    deep = gw.models.MLP.for_task(mod_task, width=6, depth=2, embed_dim=3).double()
+    sub = Sub.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
+    odd = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
+    odd.encoder[1] = nn.Softmax(dim=-1)  # not elementwise
+    hooked = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
+    hooked.encoder[0].register_forward_hook(lambda _m, _a, out: out * 1.5)
+    for model in (deep, sub, odd, hooked):
+        assert NTKEngine(model, x).rule is None
+        torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)
+
+
+def test_closed_form_rejects_non_finite_and_wrong_inputs(mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3)
+    with pytest.raises(ValueError, match="int64 token ids"):
+        empirical_ntk(model, mod_task.x_train[:4].float())
+    with torch.no_grad():
+        model.encoder[0].weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite"):
+        empirical_ntk(model, mod_task.x_train[:4])

@@ -26,7 +26,8 @@ An Embedding is a Linear layer on one-hot inputs: its input Gram is
 :math:`\sum_t \hat x_{n,t} \odot g_{n,t,o}` (for γ) and :math:`\sum_t g_{n,t,o}` (for β), small
 enough to form explicitly. Any other module with parameters, or a parameter shared between
 modules, falls back to exact per-sample Jacobians from ``torch.func`` (``vmap(jacrev)``) with an
-:class:`NTKFallbackWarning`.
+:class:`NTKFallbackWarning`. A one-hidden-layer :class:`~grokwidgets.models.MLP`'s trace
+kernels need no backward pass at all: :mod:`.closed_form` gives them in closed form.
 
 The gradients :math:`g` come from one batched backward pass (``is_grads_batched``) over the
 ``O`` output directions; layer inputs and outputs are captured with forward hooks. Samples
@@ -57,6 +58,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.diagnostics._shared import eval_mode
+from grokwidgets.diagnostics.kernel.closed_form import MLPFactor, one_hidden_layer_rule
 from grokwidgets.diagnostics.kernel.plan import hooks, layer_name, make_plan
 
 __all__ = [
@@ -96,7 +98,10 @@ class _JacFactor:
     j: Tensor  # (N, O, P)
 
 
-_Factor = _SeqFactor | _JacFactor
+_Factor = _SeqFactor | _JacFactor | MLPFactor
+
+#: The key of a batch's one factor when the closed form of a one-hidden-layer MLP applies.
+_CLOSED_FORM = "<one-hidden-layer MLP>"
 
 
 def _check_finite(t: Tensor, what: str) -> None:
@@ -127,10 +132,21 @@ class NTKEngine:
         Trace NTK (``N1 × N2``) or full output blocks (``N1 × N2 × O × O``).
     warn : bool
         Warn (:class:`NTKFallbackWarning`) when some parameters fall back to ``torch.func``.
+    closed_form : bool
+        Use the closed form of a one-hidden-layer :class:`~grokwidgets.models.MLP`'s trace
+        kernels where it applies (:mod:`.closed_form`; :attr:`rule` is then set). ``False``
+        always takes the layer factors below: the same kernels, slower (for checks and
+        benchmarks).
     """
 
     def __init__(
-        self, model: nn.Module, x_example: Tensor, blocks: Blocks = "trace", warn: bool = True
+        self,
+        model: nn.Module,
+        x_example: Tensor,
+        blocks: Blocks = "trace",
+        warn: bool = True,
+        *,
+        closed_form: bool = True,
     ) -> None:
         if blocks not in BLOCKS:
             msg = f"blocks must be one of {list(BLOCKS)}, got {blocks!r}."
@@ -142,6 +158,9 @@ class NTKEngine:
             raise ValueError(msg)
         self.model = model
         self.blocks: Blocks = blocks
+        # A one-hidden-layer MLP's trace kernels in closed form (closed_form.py); the same
+        # numbers as the layer factors below, without the batched backward over outputs.
+        self.rule = one_hidden_layer_rule(model, blocks) if closed_form else None
         with eval_mode(model), torch.enable_grad():
             self.plan = make_plan(model, x_example)
         unsupported = {k: v for k, v in self.plan.reasons.items() if k in self.plan.fallback}
@@ -156,6 +175,8 @@ class NTKEngine:
     @property
     def layers(self) -> list[str]:
         """Layer names of the kernels :meth:`kernels` returns, in module order."""
+        if self.rule is not None:
+            return self.rule.layers
         names = [layer_name(p) for p in self.plan.structured]
         return [*names, *(k for k in self.plan.fallback if k not in names)]
 
@@ -167,6 +188,9 @@ class NTKEngine:
         FloatingPointError
             If the outputs or gradients are not finite.
         """
+        if self.rule is not None:
+            with eval_mode(self.model):
+                return {_CLOSED_FORM: self.rule.factors(x)}
         with eval_mode(self.model), torch.enable_grad():
             out = self._structured(x)
             if self.plan.fallback:
@@ -283,6 +307,10 @@ class NTKEngine:
 
     def kernels(self, fa: dict[str, _Factor], fb: dict[str, _Factor]) -> dict[str, Tensor]:
         """Per-layer kernels between two batches' factors (from :meth:`factors`)."""
+        if self.rule is not None:
+            a, b = fa[_CLOSED_FORM], fb[_CLOSED_FORM]
+            assert isinstance(a, MLPFactor) and isinstance(b, MLPFactor)
+            return self.rule.kernels(a, b)
         return {layer: _pair_kernel(fa[layer], fb[layer], self.blocks) for layer in fa}
 
 
@@ -336,7 +364,7 @@ def _pair_kernel(fa: _Factor, fb: _Factor, blocks: Blocks) -> Tensor:
             return fa.j.reshape(n1, o * p) @ fb.j.reshape(n2, o * p).T
         k = fa.j.reshape(n1 * o, p) @ fb.j.reshape(n2 * o, p).T
         return k.reshape(n1, o, n2, o).permute(0, 2, 1, 3)
-    assert isinstance(fb, _SeqFactor)
+    assert isinstance(fa, _SeqFactor) and isinstance(fb, _SeqFactor)
     o, n1, t1, d = fa.g.shape
     n2, t2 = fb.g.shape[1], fb.g.shape[2]
     if blocks == "trace":
@@ -544,6 +572,9 @@ def empirical_ntk(
 def _factor_bytes(factors: dict[str, _Factor]) -> int:
     total = 0
     for f in factors.values():
+        if isinstance(f, MLPFactor):
+            total += f.nbytes
+            continue
         tensors = [f.j] if isinstance(f, _JacFactor) else [f.g, f.a]
         total += sum(t.numel() * t.element_size() for t in tensors if t is not None)
     return total

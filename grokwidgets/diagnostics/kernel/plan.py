@@ -58,8 +58,13 @@ def layer_name(path: str) -> str:
 
 @contextlib.contextmanager
 def hooks(modules: dict[str, nn.Module], make: Any) -> Iterator[None]:
-    """Forward hooks ``make(path)`` on each module for the block, removed afterwards."""
-    handles = [m.register_forward_hook(make(path)) for path, m in modules.items()]
+    """Forward hooks ``make(path)`` on each module for the block, removed afterwards.
+
+    They run before the module's own forward hooks (``prepend``): a user's hook that changes
+    the output then acts downstream of the captured output, inside the gradients, as it does
+    in the model's Jacobian.
+    """
+    handles = [m.register_forward_hook(make(path), prepend=True) for path, m in modules.items()]
     try:
         yield
     finally:
