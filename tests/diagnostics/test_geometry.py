@@ -77,6 +77,25 @@ def test_isotropic_is_full_rank_and_rank_one_is_one():
     assert math.isnan(participation_ratio(np.ones((5, 3))))
 
 
+@pytest.mark.parametrize("shape", [(300, 64), (40, 90)])
+def test_dimension_of_relu_features_with_dead_and_duplicate_units_matches_an_svd(shape):
+    """The Gram-eigenvalue route against numpy's SVD, where rank deficiency is exact."""
+    n, d = shape
+    rng = np.random.default_rng(3)
+    h = np.maximum(rng.normal(size=(n, 16)) @ rng.normal(size=(16, d)), 0.0)
+    h[:, :7] = 0.0  # dead units
+    h[:, 7:12] = h[:, 12:17] * 2.0  # duplicated units
+    sv = np.linalg.svd(h - h.mean(axis=0), compute_uv=False)
+    p = sv / sv.sum()
+    p = p[p > 0]
+    assert effective_rank(h) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-9)
+    lam = sv**2
+    assert participation_ratio(h) == pytest.approx(lam.sum() ** 2 / (lam**2).sum(), rel=1e-9)
+    # rank deficient (so zero singular values are compared), yet not low-dimensional
+    assert np.linalg.matrix_rank(h - h.mean(axis=0)) <= min(n - 1, d - 12)
+    assert effective_rank(h) > 10
+
+
 # -- class separation ----------------------------------------------------------------------------
 
 
