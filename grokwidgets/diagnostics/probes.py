@@ -191,8 +191,11 @@ class _DenseDesign(_Design):
     In the transposed layout its two products per evaluation are ~1.8x faster (MKL, skinny k).
     """
 
-    def __init__(self, za: Tensor, dtype: torch.dtype) -> None:
-        self.za = za.to(dtype)
+    def __init__(self, z: Tensor, dtype: torch.dtype) -> None:
+        n, d = z.shape
+        self.za = torch.empty(n, d + 1, dtype=dtype)  # [z, 1], written once in ``dtype``
+        self.za[:, :d] = z
+        self.za[:, d] = 1.0
         self.za_t = self.za.T.contiguous()
 
     def logits(self, theta_t: Tensor) -> Tensor:
@@ -259,15 +262,24 @@ def _fit_logistic(
     )
     penal = torch.ones(1, d1, dtype=dtype)
     penal[0, -1] = 0.0  # no penalty on the bias
-    onehot_t = F.one_hot(y, k).T.to(dtype)
+    label_row = y.reshape(1, n)
+    rows = torch.arange(n)
 
     def objective(flat: Tensor) -> tuple[float, Tensor]:
         # The gradient is written by hand: cheaper than autograd and exactly the formula.
+        # Loss per row: log Σ_c exp(l_c) - l_y = top + log Σ_c exp(l_c - top) - l_y; the
+        # residual softmax - onehot is built in place in the logits' buffer (a fresh tensor),
+        # in five passes over the (k, n) logits instead of nine.
         theta_t = flat.view(k, d1)
         logits = design.logits(theta_t)
-        logp = logits - torch.logsumexp(logits, dim=0, keepdim=True)
-        loss = -(logp * onehot_t).sum() / n + 0.5 * l2 * (penal * theta_t.square()).sum()
-        resid = logp.exp_().sub_(onehot_t)
+        picked = logits.gather(0, label_row)
+        top = logits.amax(dim=0, keepdim=True)
+        resid = logits.sub_(top).exp_()
+        total = resid.sum(dim=0, keepdim=True)
+        data = (top + total.log() - picked).sum() / n
+        loss = data + 0.5 * l2 * (penal * theta_t.square()).sum()
+        resid.div_(total)
+        resid[y, rows] -= 1.0
         return float(loss), design.grad(penal * theta_t, resid, l2, n).reshape(-1)
 
     # Below float32's resolution a "change" is rounding: stop there rather than spin.
@@ -293,22 +305,21 @@ def _lbfgs(
     The inverse-Hessian product uses the compact form of Byrd, Nocedal & Schnabel (1994),
     :math:`H g = \gamma g + [S\;\gamma Y]\,M\,[S g;\,\gamma Y g]`, a handful of matrix
     products instead of the two-loop recursion's 4·m vector operations (which dominate at
-    these sizes). Steps: Armijo backtracking from 1 (from ``1/‖g‖₁`` at the first
-    iteration, as ``torch.optim.LBFGS``); strict convexity keeps every curvature pair
-    positive, so no Wolfe curvature test is needed. Stops when the gradient's largest entry
-    is at most ``tol``, after ``max_iter`` iterations, or when the objective changes by less
-    than ``tol_change``. Returns ``(x, iterations, gradient)``.
+    these sizes); see :class:`_CurvaturePairs`. Steps: Armijo backtracking from 1 (from
+    ``1/‖g‖₁`` at the first iteration, as ``torch.optim.LBFGS``); strict convexity keeps
+    every curvature pair positive, so no Wolfe curvature test is needed. Stops when the
+    gradient's largest entry is at most ``tol``, after ``max_iter`` iterations, or when the
+    objective changes by less than ``tol_change``. Returns ``(x, iterations, gradient)``.
     """
     f, g = objective(x)
-    s_rows: list[Tensor] = []
-    y_rows: list[Tensor] = []
+    pairs = _CurvaturePairs(_HISTORY, x.numel(), x.dtype)
     n_iter = 0
     while n_iter < max_iter and float(g.abs().max()) > tol:
         n_iter += 1
-        if not s_rows:
+        if not pairs.count:
             d, t = -g, min(1.0, 1.0 / float(g.abs().sum()))
         else:
-            d, t = -_inverse_hessian_times(torch.stack(s_rows), torch.stack(y_rows), g), 1.0
+            d, t = -pairs.inverse_hessian_times(g), 1.0
         slope = float(g @ d)
         if not slope < 0:
             break
@@ -320,7 +331,7 @@ def _lbfgs(
             t *= 0.5
         s, yv = x_new - x, g_new - g
         if float(s @ yv) > 1e-10 * float(yv @ yv):
-            s_rows, y_rows = [*s_rows[1 - _HISTORY :], s], [*y_rows[1 - _HISTORY :], yv]
+            pairs.add(s, yv)
         stalled = abs(f_new - f) < tol_change
         x, f, g = x_new, f_new, g_new
         if stalled:
@@ -328,16 +339,55 @@ def _lbfgs(
     return x, n_iter, g
 
 
-def _inverse_hessian_times(s: Tensor, y: Tensor, g: Tensor) -> Tensor:
-    """The compact L-BFGS product ``H g`` from curvature pairs (rows of ``s`` and ``y``)."""
-    sy = s @ y.T  # sy[i, j] = s_i · y_j
-    gamma = float(sy[-1, -1]) / float(y[-1] @ y[-1])
-    r = torch.triu(sy)
-    sg, yg = s @ g, y @ g
-    p = torch.linalg.solve_triangular(r, sg.unsqueeze(1), upper=True).squeeze(1)
-    w = torch.diagonal(sy) * p + gamma * (y @ (y.T @ p)) - gamma * yg
-    q = torch.linalg.solve_triangular(r.T, w.unsqueeze(1), upper=False).squeeze(1)
-    return gamma * g + s.T @ q - gamma * (y.T @ p)
+class _CurvaturePairs:
+    r"""The last ``m`` L-BFGS pairs :math:`(s_i, y_i)` and their products :math:`H g`.
+
+    The pairs sit in ring buffers (no re-stacking per iteration) with the small Grams
+    :math:`s_i \cdot y_j` and :math:`y_i \cdot y_j` updated by one row and column per new
+    pair, so a product :math:`H g` reads the big buffers four times
+    (:math:`Sg, Yg, S^\top q, Y^\top p`) instead of recomputing :math:`S Y^\top`.
+    """
+
+    def __init__(self, m: int, dim: int, dtype: torch.dtype) -> None:
+        self.m = m
+        self.s = torch.empty(m, dim, dtype=dtype)
+        self.y = torch.empty(m, dim, dtype=dtype)
+        self.sy = torch.zeros(m, m, dtype=dtype)  # sy[i, j] = s_i · y_j, by slot
+        self.yy = torch.zeros(m, m, dtype=dtype)  # yy[i, j] = y_i · y_j, by slot
+        self.count = 0
+        self.next = 0  # the slot the next pair goes to (the oldest once full)
+
+    def add(self, s: Tensor, y: Tensor) -> None:
+        """Keep ``(s, y)``, dropping the oldest pair when ``m`` are kept."""
+        r = self.next
+        self.s[r] = s
+        self.y[r] = y
+        used = min(self.count + 1, self.m)  # slots 0..used-1 hold pairs
+        self.sy[r, :used] = self.y[:used] @ s
+        self.sy[:used, r] = self.s[:used] @ y
+        self.yy[r, :used] = self.y[:used] @ y
+        self.yy[:used, r] = self.yy[r, :used].clone()
+        self.count = used
+        self.next = (r + 1) % self.m
+
+    def inverse_hessian_times(self, g: Tensor) -> Tensor:
+        """The compact L-BFGS product ``H g`` (Byrd, Nocedal & Schnabel 1994, eq. 2.6)."""
+        used = self.count
+        s, y = self.s[:used], self.y[:used]
+        # Slots in chronological order (the compact form's triangular R needs it).
+        order = (torch.arange(used) + (self.next if used == self.m else 0)) % used
+        sy = self.sy[:used, :used][order][:, order]
+        yy = self.yy[:used, :used][order][:, order]
+        sg, yg = (s @ g)[order], (y @ g)[order]
+        gamma = float(sy[-1, -1]) / float(yy[-1, -1])
+        r = torch.triu(sy)
+        p = torch.linalg.solve_triangular(r, sg.unsqueeze(1), upper=True).squeeze(1)
+        w = torch.diagonal(sy) * p + gamma * (yy @ p) - gamma * yg
+        q = torch.linalg.solve_triangular(r.T, w.unsqueeze(1), upper=False).squeeze(1)
+        # Back to slot order for the products with the buffers.
+        p_slot, q_slot = torch.empty_like(p), torch.empty_like(q)
+        p_slot[order], q_slot[order] = p, q
+        return gamma * g + s.T @ q_slot - gamma * (y.T @ p_slot)
 
 
 def _embedding_design(
@@ -464,7 +514,6 @@ def linear_probe(
     mean, scale = _standardize(x_tr)
     z_tr = (x_tr - mean) / scale
     z_te = (x_te - mean) / scale
-    n = z_tr.shape[0]
     if y_tr.is_floating_point():
         return _ridge(z_tr, y_tr, z_te, y_te, mean, scale, l2)
     y_tr, y_te = y_tr.long().reshape(-1), y_te.long().reshape(-1)
@@ -483,9 +532,7 @@ def linear_probe(
     design = (
         _embedding_design(embedding, x_tr, mean, scale, solver_dtype)
         if embedding is not None
-        else _DenseDesign(
-            torch.cat([z_tr, torch.ones(n, 1, dtype=torch.float64)], dim=1), solver_dtype
-        )
+        else _DenseDesign(z_tr, solver_dtype)
     )
     coef, n_iter, converged = _fit_logistic(
         design, y_tr, k, float(l2), init, max_iter, tol, z_tr.shape[1] + 1, solver_dtype

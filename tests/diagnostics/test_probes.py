@@ -390,3 +390,38 @@ def test_recorded_setting_float32_solver_stays_within_sklearn_on_real_digits():
     assert gap.max() < 0.05 and gap.mean() < 1e-3
     with pytest.raises(ValueError, match="solver_dtype"):
         linear_probe(x_tr, train.targets, x_te, test.targets, solver_dtype=torch.float16)
+
+
+def _two_loop(pairs, g):
+    """Nocedal & Wright's two-loop recursion (Algorithm 7.4), H0 = (s·y / y·y) I."""
+    q = g.clone()
+    alphas = []
+    for s, y in reversed(pairs):
+        a = (s @ q) / (y @ s)
+        alphas.append(a)
+        q = q - a * y
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), a in zip(pairs, reversed(alphas), strict=True):
+        b = (y @ r) / (y @ s)
+        r = r + s * (a - b)
+    return r
+
+
+def test_compact_lbfgs_product_equals_the_two_loop_recursion_across_the_ring():
+    from grokwidgets.diagnostics.probes import _CurvaturePairs
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    hess = a @ a.T + 0.5 * torch.eye(12, dtype=torch.float64)  # pairs of a convex quadratic
+    ring = _CurvaturePairs(4, 12, torch.float64)
+    pairs = []
+    for i in range(7):  # past the ring's size, so the oldest slots are overwritten
+        s = torch.randn(12, generator=gen, dtype=torch.float64)
+        y = hess @ s
+        ring.add(s, y)
+        pairs = [*pairs[-3:], (s, y)]
+        g = torch.randn(12, generator=gen, dtype=torch.float64)
+        got = ring.inverse_hessian_times(g)
+        torch.testing.assert_close(got, _two_loop(pairs, g), rtol=1e-10, atol=1e-12)
+        assert ring.count == min(i + 1, 4)
