@@ -382,7 +382,7 @@ def _readout_values(
     except ValueError as err:
         return nan_all(str(err))
     f = feats.to(torch.float64)
-    if not bool(torch.isfinite(f).all()):
+    if not bool(torch.isfinite(f.sum())) and not bool(torch.isfinite(f).all()):
         return nan_all("non-finite activations at the readout's input")
     n = f.shape[0]
     mean = f.mean(dim=0)
@@ -397,10 +397,10 @@ def _readout_values(
         g = grad.to(torch.float64)
         g_norm = float(torch.linalg.vector_norm(g))
         values["li2_grad_norm"] = g_norm / math.sqrt(n)
-        ind = labels.matmul(s)  # Ỹ Ỹᵀ F̃
-        den = g_norm * float(torch.linalg.vector_norm(ind))
+        # ⟨G, ỸỸᵀF̃⟩ = ⟨ỸᵀG, ỸᵀF̃⟩ and ‖ỸỸᵀF̃‖ by class: (C, K) work, not (n, K)
+        den = g_norm * labels.matmul_norm(s)
         values["li2_grad_alignment"] = (
-            float((g * ind).sum()) / den
+            float((labels.t_matmul(g) * s).sum()) / den
             if den > 0
             else probe.nan("li2_grad_alignment", "G_F or ỸỸᵀF̃ is 0", layer)
         )

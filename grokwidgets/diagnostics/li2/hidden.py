@@ -285,7 +285,8 @@ class Labels:
         self.ids: Tensor | None = None
         if n_classes is not None and not y.is_floating_point() and y.ndim == 1:
             self.ids = y.long()
-            self.freq = torch.bincount(self.ids, minlength=n_classes).to(torch.float64) / len(y)
+            self.counts = torch.bincount(self.ids, minlength=n_classes).to(torch.float64)
+            self.freq = self.counts / len(y)
             self.n_classes = n_classes
         else:
             self.dense = centred_targets(y)
@@ -302,6 +303,13 @@ class Labels:
         if self.ids is None:
             return self.dense @ s
         return s[self.ids] - self.freq @ s
+
+    def matmul_norm(self, s: Tensor) -> float:
+        """‖Ỹ s‖_F without forming Ỹ s: rows of one class are equal, Σ_c n_c ‖s_c − freqᵀs‖²."""
+        if self.ids is None:
+            return float(torch.linalg.vector_norm(self.dense @ s))
+        dev = s - self.freq @ s
+        return math.sqrt(float((self.counts @ dev.square()).sum()))
 
 
 def readout_features(model: nn.Module, x: Tensor) -> Tensor:
