@@ -315,28 +315,73 @@ def rsa(x: ArrayLike, y: ArrayLike) -> float:
     return _rsa(t, labels)
 
 
-def _label_ranks(labels: Tensor) -> Tensor:
-    """Ranks of the label RDM's upper triangle (computed once per record, shared by layers)."""
-    n = labels.shape[0]
-    iu = torch.triu_indices(n, n, offset=1)
-    rdm = _label_rdm(labels)[iu[0], iu[1]]
-    if labels.is_floating_point():
-        return _rankdata(rdm)
-    # Class ids: a 0/1 dissimilarity has two tie groups, ranked in closed form (no sort).
-    n_same = float((rdm == 0).sum())
-    n_diff = rdm.numel() - n_same
-    low = torch.tensor((n_same + 1) / 2, dtype=torch.float64)
-    return torch.where(rdm == 0, low, torch.tensor(n_same + (n_diff + 1) / 2, dtype=torch.float64))
+class _LabelRDM:
+    r"""The label side of RSA, prepared once per record and shared by the layers.
+
+    Class ids give a two-valued dissimilarity (0 same class, 1 otherwise); Spearman's ρ
+    with it is the point-biserial correlation of the distances' average ranks :math:`R`
+    with that 0/1 variable,
+
+    .. math::
+
+        \rho = \frac{\sum_{\text{diff}} (R_i - \bar R)}
+            {\sqrt{n_{\text{same}}\, n_{\text{diff}} / N}\;\lVert R - \bar R\rVert},
+        \qquad \bar R = \frac{N + 1}{2},
+
+    which needs the ranks of the same-class pairs only (a sort and a binary search) instead
+    of ranking all :math:`N` dissimilarities and correlating two :math:`N`-vectors.
+    Float targets keep the general rank correlation.
+    """
+
+    def __init__(self, labels: Tensor) -> None:
+        n = labels.shape[0]
+        iu = torch.triu_indices(n, n, offset=1)
+        self.iu = iu
+        self.same: np.ndarray | None = None
+        self.ranks: Tensor | None = None
+        if labels.is_floating_point():
+            self.ranks = _rankdata(_label_rdm(labels)[iu[0], iu[1]])
+        else:
+            flat = labels.reshape(-1)
+            self.same = (flat[iu[0]] == flat[iu[1]]).numpy()
+
+    def rsa(self, x: Tensor) -> float:
+        """Spearman's ρ between the Euclidean RDM of ``x``'s rows and the labels' RDM."""
+        d = torch.cdist(x, x)[self.iu[0], self.iu[1]]
+        if self.ranks is not None:
+            return _pearson(_rankdata(d), self.ranks)
+        assert self.same is not None
+        return _point_biserial_rank(d.numpy(), self.same)
 
 
-def _rsa_ranked(x: Tensor, label_ranks: Tensor) -> float:
-    n = x.shape[0]
-    iu = torch.triu_indices(n, n, offset=1)
-    return _pearson(_rankdata(torch.cdist(x, x)[iu[0], iu[1]]), label_ranks)
+def _point_biserial_rank(d: np.ndarray, same: np.ndarray) -> float:
+    """Spearman's ρ of ``d`` with the 0/1 variable ``~same`` (average ranks for ties)."""
+    n_all = d.size
+    n_same = int(same.sum())
+    n_diff = n_all - n_same
+    if n_same == 0 or n_diff == 0:
+        return math.nan  # a constant label dissimilarity
+    ordered = np.sort(d)
+    mean = (n_all + 1) / 2.0
+    tied = ordered[1:] == ordered[:-1]
+    if tied.any():
+        # Σ R² over tie groups (each group shares its average rank), for ‖R − R̄‖.
+        starts = np.flatnonzero(np.r_[True, ~tied])
+        counts = np.diff(np.r_[starts, n_all])
+        avg = starts + (counts + 1) / 2.0
+        spread = float(np.sum(counts * avg * avg)) - n_all * mean * mean
+    else:  # ranks 1..N: Σ (R - R̄)² = N (N² - 1) / 12
+        spread = n_all * (n_all * n_all - 1) / 12.0
+    if not spread > 0:
+        return math.nan  # every dissimilarity equal
+    v = d[same]
+    ranks = (np.searchsorted(ordered, v, "left") + np.searchsorted(ordered, v, "right") + 1) / 2
+    diff_sum = -(float(ranks.sum()) - n_same * mean)  # Σ_diff (R - R̄) = -Σ_same (R - R̄)
+    return diff_sum / (math.sqrt(n_same * n_diff / n_all) * math.sqrt(spread))
 
 
 def _rsa(x: Tensor, labels: Tensor) -> float:
-    return _rsa_ranked(x, _label_ranks(labels))
+    return _LabelRDM(labels).rsa(x)
 
 
 # -- the registered diagnostic -------------------------------------------------------------
@@ -428,7 +473,7 @@ def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> Diagno
         classification = task.kind == "classification"
         out: dict[str, dict[str, float]] = {m: {} for m in _METRICS}
         targets = cap.targets[:n_rows]
-        label_ranks: Tensor | None = None
+        label_rdm: _LabelRDM | None = None
         for layer in cap.layers:
             if layer in cap.aliases:
                 continue
@@ -489,9 +534,9 @@ def _geometry_fn(name: str, sets: RowSubsets, n_rows: int, n_rsa: int) -> Diagno
             kept = raw.clone()
             probe.state[f"{name}.prev.{layer}"] = kept
             _norms[f"{name}.prev.{layer}"] = (kept, norm)
-            if label_ranks is None:
-                label_ranks = _label_ranks(targets[:n_rsa])
-            value = _rsa_ranked(x[:n_rsa], label_ranks)
+            if label_rdm is None:
+                label_rdm = _LabelRDM(targets[:n_rsa])
+            value = label_rdm.rsa(x[:n_rsa])
             out["rsa"][layer] = (
                 value
                 if not math.isnan(value)

@@ -181,6 +181,21 @@ def test_rsa_matches_a_scipy_reference(labels):
     assert math.isnan(rsa(x, np.zeros(40, dtype=int)))
 
 
+def test_rsa_against_classes_with_tied_distances_matches_scipy():
+    """The point-biserial route where many dissimilarities tie (duplicated, integer rows)."""
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, size=30)
+    x = rng.integers(0, 3, size=(30, 2)).astype(float) + y[:, None]  # few distinct distances
+    x[5] = x[4]
+    x[9] = x[4]  # zero distances, tied
+    label_rdm = scipy_distance.pdist(y.reshape(-1, 1), lambda u, v: float(u[0] != v[0]))
+    d = scipy_distance.pdist(x)
+    assert len(np.unique(d)) < len(d) / 20  # heavily tied
+    expected = scipy_stats.spearmanr(d, label_rdm).statistic
+    assert rsa(x, y) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(rsa(np.ones((6, 2)), np.array([0, 1, 0, 1, 0, 1])))  # all distances equal
+
+
 # -- the registered diagnostic -------------------------------------------------------------------
 
 
