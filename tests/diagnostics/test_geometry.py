@@ -96,6 +96,18 @@ def test_dimension_of_relu_features_with_dead_and_duplicate_units_matches_an_svd
     assert effective_rank(h) > 10
 
 
+def test_dimension_of_a_graded_spectrum_stays_within_the_documented_bound_of_an_svd():
+    """Singular values down to 1e-9 of the largest: below the Gram route's resolution."""
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(1024, 256)) * np.logspace(0, -9, 256)).astype(np.float32)
+    x = x.astype(np.float64)
+    sv = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    p = sv / sv.sum()
+    assert effective_rank(x) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-6)
+    lam = sv**2
+    assert participation_ratio(x) == pytest.approx(lam.sum() ** 2 / (lam**2).sum(), rel=1e-12)
+
+
 # -- class separation ----------------------------------------------------------------------------
 
 

@@ -340,15 +340,65 @@ def test_closed_form_only_where_its_algebra_holds(f64, mod_task):
     odd.encoder[1] = nn.Softmax(dim=-1)  # not elementwise
     hooked = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
     hooked.encoder[0].register_forward_hook(lambda _m, _a, out: out * 1.5)
-    for model in (deep, sub, odd, hooked):
-        assert NTKEngine(model, x).rule is None
-        torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)
+
+    def dense():
+        return gw.models.MLP(6, 6, width=6, depth=1, seed=2).double()
+
+    tied = dense()
+    tied.readout.weight = tied.encoder[0].weight  # one tensor in two layers
+    longer = dense()
+    longer.encoder.append(nn.Linear(6, 6).double())
+    longer.encoder.append(nn.Tanh())
+    normed = dense()
+    normed.encoder.append(nn.LayerNorm(6).double())
+    own_forward = dense()
+    plain_forward = own_forward.forward
+    own_forward.forward = lambda z: plain_forward(z) ** 2
+    xd = torch.randn(5, 6)
+    for model, inputs in (
+        *((m, x) for m in (deep, sub, odd, hooked)),
+        *((m, xd) for m in (longer, normed, own_forward)),
+    ):
+        assert NTKEngine(model, inputs).rule is None
+        want = reference_ntk(model, inputs, "trace")
+        torch.testing.assert_close(empirical_ntk(model, inputs), want, **TOL)
+    with pytest.warns(NTKFallbackWarning, match="shares a parameter"):  # torch.func for these
+        assert NTKEngine(tied, xd).rule is None
+        got = empirical_ntk(tied, xd)
+    torch.testing.assert_close(got, reference_ntk(tied, xd, "trace"), **TOL)
+
+
+def test_closed_form_gives_way_to_a_hook_set_after_the_engine(f64, mod_task):
+    model = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3).double()
+    x = mod_task.x_train[:6]
+    engine = NTKEngine(model, x)
+    before = engine.factors(x)
+    assert engine.rule is not None
+    model.encoder[0].register_forward_hook(lambda _m, _a, out: out * 1.5)
+    after = engine.factors(x)
+    assert engine.rule is None  # the layer factors from now on, which see the hook
+    got = sum(engine.kernels(after, after).values())
+    torch.testing.assert_close(got, reference_ntk(model, x, "trace"), **TOL)
+    with pytest.raises(ValueError, match="take them again"):
+        engine.kernels(before, after)
+
+
+def test_closed_form_with_an_in_place_activation(f64):
+    model = gw.models.MLP(5, 3, width=7, depth=1, seed=3).double()
+    model.encoder[1] = nn.ReLU(inplace=True)
+    x = torch.randn(8, 5)
+    assert NTKEngine(model, x).rule is not None
+    torch.testing.assert_close(empirical_ntk(model, x), reference_ntk(model, x, "trace"), **TOL)
 
 
 def test_closed_form_rejects_non_finite_and_wrong_inputs(mod_task):
     model = gw.models.MLP.for_task(mod_task, width=6, depth=1, embed_dim=3)
     with pytest.raises(ValueError, match="int64 token ids"):
         empirical_ntk(model, mod_task.x_train[:4].float())
+    dense = gw.models.MLP(5, 3, width=4, depth=1)
+    assert NTKEngine(dense, torch.randn(3, 5)).rule is not None
+    with pytest.raises(ValueError, match="inputs of shape"):
+        empirical_ntk(dense, torch.randn(3, 2, 5))
     with torch.no_grad():
         model.encoder[0].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="not finite"):

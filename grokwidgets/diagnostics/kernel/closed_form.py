@@ -23,10 +23,12 @@ hidden layer and no batched backward over the outputs: on the ``modular-addition
 about fifty.
 
 The rule is used only where its algebra is known to hold: an instance of ``MLP`` itself (not a
-subclass, whose forward may differ) of depth 1, an elementwise activation of
-:data:`~grokwidgets.models.mlp.ACTIVATIONS`, stock ``nn.Linear``/``nn.Embedding`` modules, the
-trace kernel, and no forward hook anywhere (a hook may change what flows). Everything else
-takes the general engine, which is exact for any model.
+subclass, whose forward may differ) of depth 1 with exactly its own modules (``embed``,
+``encoder.0``, ``encoder.1``, ``readout``; none replaced, added or given a ``forward`` of its
+own), an elementwise activation of :data:`~grokwidgets.models.mlp.ACTIVATIONS`, stock
+``nn.Linear``/``nn.Embedding`` modules, no parameter shared between them, the trace kernel,
+and no forward hook anywhere (a hook may change what flows; checked again at every batch).
+Everything else takes the general engine, which is exact for any model.
 
 References
 ----------
@@ -47,7 +49,7 @@ from torch.nn.modules import module as _torch_module
 
 from grokwidgets.models.mlp import MLP, Poly, Square
 
-__all__ = ["MLPFactor", "OneHiddenLayerRule", "one_hidden_layer_rule"]
+__all__ = ["MLPFactor", "OneHiddenLayerRule", "has_forward_hooks", "one_hidden_layer_rule"]
 
 # Activation modules known to act elementwise (what make_activation builds), by exact type.
 _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Identity, Square, Poly)
@@ -72,7 +74,8 @@ class MLPFactor:
         return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
 
-def _has_forward_hooks(model: nn.Module) -> bool:
+def has_forward_hooks(model: nn.Module) -> bool:
+    """Whether a forward hook or pre-hook is set on ``model``, a submodule, or globally."""
     if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -81,6 +84,15 @@ def _has_forward_hooks(model: nn.Module) -> bool:
 def one_hidden_layer_rule(model: nn.Module, blocks: str) -> OneHiddenLayerRule | None:
     """The closed-form rule for ``model``, or ``None`` when the module docstring's terms fail."""
     if blocks != "trace" or type(model) is not MLP or model.depth != 1:
+        return None
+    expected = {"", "encoder", "encoder.0", "encoder.1", "readout"}
+    if model.embed is not None:
+        expected.add("embed")
+    modules = dict(model.named_modules(remove_duplicate=False))
+    if set(modules) != expected or type(model.encoder) is not nn.Sequential:
+        return None  # a module added, removed or shared: not the MLP the algebra describes
+    # A forward (or MLP._g) set on an instance replaces the class's: its algebra is unknown.
+    if any("forward" in m.__dict__ for m in modules.values()) or "_g" in model.__dict__:
         return None
     hidden, act = model.encoder[0], model.encoder[1]
     if type(hidden) is not nn.Linear or type(model.readout) is not nn.Linear:
@@ -92,10 +104,14 @@ def one_hidden_layer_rule(model: nn.Module, blocks: str) -> OneHiddenLayerRule |
         type(embed) is not nn.Embedding or embed.max_norm is not None or embed.scale_grad_by_freq
     ):
         return None
-    if _has_forward_hooks(model):
+    if has_forward_hooks(model):
         return None
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params or len({id(p) for p in params}) != len(params):
+    # Tied weights (one tensor in two places) add cross terms the per-layer formulas omit.
+    tensors: list[Tensor] = [t for _, t in model.named_parameters(remove_duplicate=False)]
+    tensors += [t for _, t in model.named_buffers(remove_duplicate=False)]
+    if len({id(t) for t in tensors}) != len(tensors):
+        return None
+    if not any(p.requires_grad for p in model.parameters()):
         return None
     return OneHiddenLayerRule(model)
 
@@ -131,9 +147,11 @@ class OneHiddenLayerRule:
         alpha2 = model.alpha**2
         with torch.no_grad():
             ids: Tensor | None = None
+            tokens = model.embed is not None
+            width = model.n_tokens if tokens else model.in_dim
+            if x.ndim != 2 or x.shape[1] != width or x.is_floating_point() == tokens:
+                model(x)  # the model's own message for a wrong input
             if model.embed is not None:
-                if x.is_floating_point() or x.ndim != 2 or x.shape[1] != model.n_tokens:
-                    model(x)  # the model's own message for a wrong input
                 ids = x
                 h = model.embed(x).flatten(1)
             else:
@@ -141,7 +159,7 @@ class OneHiddenLayerRule:
             z = hidden(h)
         with torch.enable_grad():
             zg = z.detach().requires_grad_(True)
-            a = act(zg)
+            a = act(zg.clone())  # a clone, so an in-place activation leaves the leaf alone
             (s,) = torch.autograd.grad(a, zg, torch.ones_like(a))
         a = a.detach()
         for t, what in ((h, "layer inputs"), (a, "hidden activations"), (s, "their derivatives")):

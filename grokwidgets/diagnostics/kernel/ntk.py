@@ -58,7 +58,11 @@ from torch.func import functional_call, jacrev, vmap
 
 from grokwidgets._transforms import TRANSFORMS
 from grokwidgets.diagnostics._shared import eval_mode
-from grokwidgets.diagnostics.kernel.closed_form import MLPFactor, one_hidden_layer_rule
+from grokwidgets.diagnostics.kernel.closed_form import (
+    MLPFactor,
+    has_forward_hooks,
+    one_hidden_layer_rule,
+)
 from grokwidgets.diagnostics.kernel.plan import hooks, layer_name, make_plan
 
 __all__ = [
@@ -188,6 +192,8 @@ class NTKEngine:
         FloatingPointError
             If the outputs or gradients are not finite.
         """
+        if self.rule is not None and has_forward_hooks(self.model):
+            self.rule = None  # a hook set since the engine was made: the layer factors from now
         if self.rule is not None:
             with eval_mode(self.model):
                 return {_CLOSED_FORM: self.rule.factors(x)}
@@ -307,6 +313,14 @@ class NTKEngine:
 
     def kernels(self, fa: dict[str, _Factor], fb: dict[str, _Factor]) -> dict[str, Tensor]:
         """Per-layer kernels between two batches' factors (from :meth:`factors`)."""
+        if (_CLOSED_FORM in fa) != (_CLOSED_FORM in fb) or (
+            _CLOSED_FORM in fa and self.rule is None
+        ):
+            msg = (
+                "These factors were taken before a forward hook was set on the model (the "
+                "closed form no longer applies): take them again with this engine's factors()."
+            )
+            raise ValueError(msg)
         if self.rule is not None:
             a, b = fa[_CLOSED_FORM], fb[_CLOSED_FORM]
             assert isinstance(a, MLPFactor) and isinstance(b, MLPFactor)
