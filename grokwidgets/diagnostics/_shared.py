@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["eval_mode", "finite_float64", "sample_matrix", "seeded_subset"]
+__all__ = ["all_finite", "eval_mode", "finite_float64", "sample_matrix", "seeded_subset"]
 
 
 @contextlib.contextmanager
@@ -47,12 +47,19 @@ def sample_matrix(
     return finite_float64(t, name, why_finite)
 
 
+def all_finite(t: Tensor) -> bool:
+    """Whether every entry of ``t`` is finite (no NaN, no inf).
+
+    A finite sum means every entry is finite (a NaN or inf would propagate), and one reduction
+    is ~15x cheaper than ``isfinite().all()``; only an overflowing sum needs the latter.
+    """
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def finite_float64(x: Tensor | np.ndarray, name: str, why_finite: str = "") -> Tensor:
     """``x`` as a float64 CPU tensor, or a ValueError if it holds NaN or infinite values."""
     t = torch.as_tensor(x).detach().to("cpu", torch.float64)
-    # A finite sum means every entry is finite (a NaN or inf would propagate), and one
-    # reduction is ~15x cheaper than isfinite().all(); only an overflowing sum needs the latter.
-    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         msg = f"{name} holds NaN or infinite values{why_finite}."
         raise ValueError(msg)
     return t

@@ -403,3 +403,12 @@ def test_closed_form_rejects_non_finite_and_wrong_inputs(mod_task):
         model.encoder[0].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="not finite"):
         empirical_ntk(model, mod_task.x_train[:4])
+
+
+def test_finite_check_does_not_mistake_an_overflowing_sum_for_a_nan():
+    from grokwidgets.diagnostics.kernel.plan import check_finite
+
+    check_finite(torch.tensor([3e38, 3e38]), "entries")  # the sum overflows; the entries are fine
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(FloatingPointError, match="entries on the NTK batch are not finite"):
+            check_finite(torch.tensor([1.0, bad]), "entries")

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _torch_module
 
+from grokwidgets.diagnostics.kernel.plan import check_finite
 from grokwidgets.models.mlp import MLP, Poly, Square
 
 __all__ = ["MLPFactor", "OneHiddenLayerRule", "has_forward_hooks", "one_hidden_layer_rule"]
@@ -163,12 +164,7 @@ class OneHiddenLayerRule:
             (s,) = torch.autograd.grad(a, zg, torch.ones_like(a))
         a = a.detach()
         for t, what in ((h, "layer inputs"), (a, "hidden activations"), (s, "their derivatives")):
-            if not bool(torch.isfinite(t.sum())):
-                msg = (
-                    f"The {what} on the NTK batch are not finite (NaN or inf): the kernel is "
-                    "undefined. Lower the learning rate or init scale, or compute in float64."
-                )
-                raise FloatingPointError(msg)
+            check_finite(t, what)
         c = alpha2 * w2.square().sum(0)
         mixed = None
         if "embed" in self.groups:

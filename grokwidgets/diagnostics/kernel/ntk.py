@@ -63,7 +63,7 @@ from grokwidgets.diagnostics.kernel.closed_form import (
     has_forward_hooks,
     one_hidden_layer_rule,
 )
-from grokwidgets.diagnostics.kernel.plan import hooks, layer_name, make_plan
+from grokwidgets.diagnostics.kernel.plan import check_finite, hooks, layer_name, make_plan
 
 __all__ = [
     "BLOCKS",
@@ -106,16 +106,6 @@ _Factor = _SeqFactor | _JacFactor | MLPFactor
 
 #: The key of a batch's one factor when the closed form of a one-hidden-layer MLP applies.
 _CLOSED_FORM = "<one-hidden-layer MLP>"
-
-
-def _check_finite(t: Tensor, what: str) -> None:
-    # A NaN or inf anywhere makes the sum non-finite; one reduction instead of isfinite().
-    if not bool(torch.isfinite(t.sum())):
-        msg = (
-            f"The {what} on the NTK batch are not finite (NaN or inf): the kernel is undefined. "
-            "Lower the learning rate or init scale, or compute in float64."
-        )
-        raise FloatingPointError(msg)
 
 
 class NTKEngine:
@@ -230,7 +220,7 @@ class NTKEngine:
         with hooks(modules, make):
             y = self.model(x)
         y = y.reshape(n, -1)
-        _check_finite(y, "model outputs")
+        check_finite(y, "model outputs")
         o = int(y.shape[1])
         flat = [(p, i, z) for p, cs in calls.items() for i, (_, z) in enumerate(cs)]
         if not flat:
@@ -247,7 +237,7 @@ class NTKEngine:
         for (path, i, z), g in zip(flat, grads, strict=True):
             if g is None:
                 g = torch.zeros((o, *z.shape), dtype=z.dtype, device=z.device)
-            _check_finite(g, f"gradients at {layer_name(path)}")
+            check_finite(g, f"gradients at {layer_name(path)}")
             per_call[path].append((calls[path][i][0], g))
         out: dict[str, _Factor] = {}
         for path, pairs in per_call.items():
@@ -307,7 +297,7 @@ class NTKEngine:
         out: dict[str, _Factor] = {}
         for layer, names in self.plan.fallback.items():
             j = torch.cat([jac[name].reshape(n, jac[name].shape[1], -1) for name in names], -1)
-            _check_finite(j, f"Jacobians at {layer}")
+            check_finite(j, f"Jacobians at {layer}")
             out[layer] = _JacFactor(j)
         return out
 
@@ -518,7 +508,7 @@ def layer_ntks(
     fb = fa if x2 is None else engine.factors(x2)
     kernels = engine.kernels(fa, fb)
     for layer, k in kernels.items():
-        _check_finite(k, f"NTK entries of {layer}")
+        check_finite(k, f"NTK entries of {layer}")
     return kernels
 
 
@@ -648,6 +638,6 @@ def train_test_kernels(
         ft = engine.factors(x_test[s : s + chunk])
         rows.append(torch.cat([block(ft, train_factors(j)) for j in range(len(starts))], dim=1))
     k_test = torch.cat(rows) if rows else k_train.new_zeros((0, *k_train.shape[1:]))
-    _check_finite(k_train, "NTK entries")
-    _check_finite(k_test, "NTK entries")
+    check_finite(k_train, "NTK entries")
+    check_finite(k_test, "NTK entries")
     return k_train, k_test

@@ -19,7 +19,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ROOT_LAYER", "Plan", "hooks", "layer_name", "make_plan"]
+from grokwidgets.diagnostics._shared import all_finite
+
+__all__ = ["ROOT_LAYER", "Plan", "check_finite", "hooks", "layer_name", "make_plan"]
 
 ROOT_LAYER = "root"  # the layer name of parameters held directly by the model itself
 
@@ -49,6 +51,16 @@ def _supported(module: nn.Module) -> bool:
         # max_norm renormalises weights in place; scale_grad_by_freq is not a Jacobian.
         return module.max_norm is None and not module.scale_grad_by_freq
     return True
+
+
+def check_finite(t: Tensor, what: str) -> None:
+    """Raise a ``FloatingPointError`` naming ``what`` if ``t`` holds a NaN or an inf."""
+    if not all_finite(t):
+        msg = (
+            f"The {what} on the NTK batch are not finite (NaN or inf): the kernel is undefined. "
+            "Lower the learning rate or init scale, or compute in float64."
+        )
+        raise FloatingPointError(msg)
 
 
 def layer_name(path: str) -> str:

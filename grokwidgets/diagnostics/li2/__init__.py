@@ -84,7 +84,7 @@ import torch
 from torch import Tensor
 
 from grokwidgets._names import MODEL_LAYER
-from grokwidgets.diagnostics._shared import seeded_subset
+from grokwidgets.diagnostics._shared import all_finite, seeded_subset
 from grokwidgets.diagnostics.li2.fourier import (
     CONCENTRATED,
     LIVE_POWER,
@@ -382,7 +382,7 @@ def _readout_values(
     except ValueError as err:
         return nan_all(str(err))
     f = feats.to(torch.float64)
-    if not bool(torch.isfinite(f.sum())) and not bool(torch.isfinite(f).all()):
+    if not all_finite(f):
         return nan_all("non-finite activations at the readout's input")
     n = f.shape[0]
     mean = f.mean(dim=0)

@@ -298,12 +298,6 @@ class Labels:
         sums = torch.zeros(self.n_classes, a.shape[1], dtype=a.dtype)
         return sums.index_add_(0, self.ids, a) - torch.outer(self.freq, a.sum(dim=0))
 
-    def matmul(self, s: Tensor) -> Tensor:
-        """Ỹ s for ``s`` (C, K)."""
-        if self.ids is None:
-            return self.dense @ s
-        return s[self.ids] - self.freq @ s
-
     def matmul_norm(self, s: Tensor) -> float:
         """‖Ỹ s‖_F without forming Ỹ s: rows of one class are equal, Σ_c n_c ‖s_c − freqᵀs‖²."""
         if self.ids is None:
